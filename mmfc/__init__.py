@@ -1,0 +1,23 @@
+"""mmfc: a compiler stack for MatMul-free (ternary-weight) language models.
+
+``import mmfc`` stays light (no torch, triton or iree): heavy parts load on first use through the
+module-level ``__getattr__`` below, so that plain ``xdsl-opt`` can import the dialects cheaply.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+_LAZY_SUBMODULES = {"models", "cli"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY_SUBMODULES:
+        return importlib.import_module(f"mmfc.{name}")
+    raise AttributeError(f"module 'mmfc' has no attribute {name!r}")
+
+
+__all__ = ["__version__", "models"]
