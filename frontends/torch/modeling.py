@@ -411,6 +411,24 @@ def init_reference_(model: nn.Module, seed: int, std: float | None = None) -> No
             p.zero_()
 
 
+@torch.no_grad()
+def init_random_(model: nn.Module, seed: int, std: float = 0.05) -> nn.Module:
+    """A discriminative random initialisation for tests: every float tensor random, RMSNorm weights
+    around 1 (uniform 0.5..1.5), lower bounds normal(0, 1), BitLinear/embedding weights normal(0, std)."""
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    for name, module in model.named_modules():
+        if isinstance(module, RMSNorm):
+            module.weight.copy_(0.5 + torch.rand(module.weight.shape, generator=gen))
+        elif isinstance(module, BitLinear) and not module.quantized:
+            module.weight.copy_(torch.randn(module.weight.shape, generator=gen) * std)
+        elif isinstance(module, nn.Embedding):
+            module.weight.copy_(torch.randn(module.weight.shape, generator=gen))
+    for name, p in model.named_parameters():
+        if name.endswith("lower_bounds"):
+            p.copy_(torch.randn(p.shape, generator=gen))
+    return model
+
+
 def check_token_ids(input_ids: torch.Tensor, vocab_size: int) -> None:
     if input_ids.numel() and (int(input_ids.min()) < 0 or int(input_ids.max()) >= vocab_size):
         raise UserError(f"token id out of range: ids must lie in [0, {vocab_size})")

@@ -52,7 +52,8 @@ def quant_act(x_hat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-token absmax int8 quantization: ``(x_q int8 [..., K], s_x float32 [..., 1])``."""
     x_hat = x_hat.to(F32)
     amax = torch.amax(torch.abs(x_hat), dim=-1, keepdim=True)
-    s_x = ACT_QMAX / torch.clamp(amax, min=ACT_SCALE_FLOOR)
+    # tensor / tensor: a Python scalar over a tensor would compute reciprocal(x) * 127 (two roundings)
+    s_x = torch.full_like(amax, ACT_QMAX) / torch.clamp(amax, min=ACT_SCALE_FLOOR)
     x_q = torch.clamp(round_half_away(x_hat * s_x), -128, 127).to(torch.int8)
     return x_q, s_x
 

@@ -1,0 +1,3 @@
+from mmfc.cli import main
+
+raise SystemExit(main())

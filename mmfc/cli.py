@@ -1,0 +1,69 @@
+"""The ``mmfc`` command line: one grammar for every subcommand (see docs/cli.md).
+
+Each subcommand lives in its own module under ``mmfc/commands/`` and exposes
+``add_parser(subparsers) -> argparse.ArgumentParser`` and ``run(args) -> int``. A user's mistake
+(``UserError``, a bad flag) prints one line ``mmfc: error: ...`` and exits with code 2, no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Sequence
+
+from mmfc.dialects.diagnostics import UserError
+
+#: subcommand name -> module under mmfc.commands (imported only when that subcommand runs or is listed)
+SUBCOMMANDS: dict[str, str] = {
+    "info": "info",
+    "generate": "generate",
+}
+
+EXIT_USER_ERROR = 2
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line on stderr and exit code 2."""
+
+    def error(self, message: str) -> "NoReturn":  # type: ignore[name-defined]  # noqa: F821
+        sys.stderr.write(f"{self.prog}: error: {message} (see --help)\n")
+        raise SystemExit(EXIT_USER_ERROR)
+
+
+def build_parser() -> ArgumentParser:
+    from mmfc import __version__
+
+    parser = ArgumentParser(
+        prog="mmfc",
+        description="mmfc: a compiler stack for MatMul-free (ternary-weight) language models.",
+    )
+    parser.add_argument("--version", action="version", version=f"mmfc {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=ArgumentParser)
+    for name, module in SUBCOMMANDS.items():
+        mod = importlib.import_module(f"mmfc.commands.{module}")
+        p = mod.add_parser(sub)
+        p.set_defaults(_run=mod.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "_run", None) is None:
+        parser.print_help()
+        return EXIT_USER_ERROR
+    try:
+        return int(args._run(args) or 0)
+    except UserError as exc:
+        sys.stderr.write(f"mmfc: error: {exc}\n")
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        sys.stderr.write("mmfc: interrupted\n")
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
