@@ -12,7 +12,13 @@ Two kinds of checkpoint load into :class:`HGRNBitForCausalLM`:
   "weights": "int8-trits"}``, every BitLinear ``X.weight`` is int8 trits of the same name and shape and
   ``X.weight_scale`` a float32 scalar holding 1/s_w.
 
-Writing is atomic: files are written to a temporary folder beside the target and moved into place.
+Writing is all-or-nothing: every file is first written to a temporary folder beside the target; only
+when all are complete is a new target folder renamed into place in one step, or, for an existing
+folder, each file moved in with ``os.replace`` (weights first, ``config.json`` last, then stale weight
+files of the other layout removed). A failure while writing leaves the target as it was.
+
+Tokenizers are read with the ``tokenizers`` or ``sentencepiece`` packages when installed; loading never
+imports ``transformers``.
 """
 
 from __future__ import annotations
@@ -20,13 +26,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
+import uuid
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
 import torch
 
-from mmfc.dialects.diagnostics import CheckpointError, ConfigError, UserError
+from mmfc.dialects.diagnostics import CheckpointError, UserError
 from mmfc.frontends.torch.config import HGRNBitConfig
 
 if TYPE_CHECKING:
@@ -48,31 +55,47 @@ TOKENIZER_FILES = (
 # ------------------------------------------------------------------------------------------ reading
 
 
+def _one_line(exc: BaseException) -> str:
+    """An exception's text on one line (library messages sometimes span several)."""
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
 def _weight_files(directory: Path) -> dict[str, Path]:
-    """Map each tensor name to the safetensors file holding it."""
+    """Map each tensor name to the safetensors file holding it (index and shards checked to agree)."""
     from safetensors import safe_open
 
     index = directory / INDEX_FILE
     single = directory / SINGLE_FILE
     if index.is_file():
         try:
-            data = json.loads(index.read_text())
-            weight_map = data["weight_map"]
+            data = json.loads(index.read_text(encoding="utf-8"))
+            weight_map = data["weight_map"] if isinstance(data, dict) else None
             if not isinstance(weight_map, dict):
                 raise TypeError("weight_map is not an object")
         except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as exc:
-            raise CheckpointError(f"{index}: not a valid safetensors index ({exc})") from None
+            raise CheckpointError(f"{index}: not a valid safetensors index ({_one_line(exc)})") from None
         files: dict[str, Path] = {}
         for name, fname in weight_map.items():
-            path = directory / str(fname)
+            # a shard is a plain file name inside the checkpoint folder, never a path elsewhere
+            if not isinstance(fname, str) or Path(fname).name != fname:
+                raise CheckpointError(f"{index}: tensor {name} has an invalid shard name {fname!r}")
+            path = directory / fname
             if not path.is_file():
                 raise CheckpointError(f"{index}: tensor {name} points to missing shard {fname}")
             files[name] = path
-        # tensors present in shards but absent from the index are unexpected too
+        by_shard: dict[Path, set[str]] = {}
         for shard in sorted(set(files.values())):
-            for name in _safe_keys(shard, safe_open):
-                if name not in files:
-                    files[name] = shard
+            by_shard[shard] = set(_safe_keys(shard, safe_open))
+        for name, shard in files.items():
+            if name not in by_shard[shard]:
+                raise CheckpointError(f"{index}: tensor {name} is not in its shard {shard.name}")
+        # tensors present in shards but absent from the index are unexpected too
+        for shard, names in by_shard.items():
+            for name in sorted(names):
+                if files.setdefault(name, shard) != shard:
+                    raise CheckpointError(
+                        f"{directory}: tensor {name} is stored in both {files[name].name} and {shard.name}"
+                    )
         return files
     if single.is_file():
         return {name: single for name in _safe_keys(single, safe_open)}
@@ -90,10 +113,11 @@ def _safe_keys(path: Path, safe_open: Any) -> list[str]:
         with safe_open(str(path), framework="pt") as f:
             return list(f.keys())
     except Exception as exc:  # safetensors raises its own error types
-        raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from None
+        raise CheckpointError(f"{path}: not a readable safetensors file ({_one_line(exc)})") from None
 
 
 def _read_tensors(files: dict[str, Path], names: list[str]) -> Iterator[tuple[str, torch.Tensor]]:
+    """Yield ``(name, tensor)`` file by file; a read failure names the file and the tensor."""
     from safetensors import safe_open
 
     by_file: dict[Path, list[str]] = {}
@@ -101,33 +125,46 @@ def _read_tensors(files: dict[str, Path], names: list[str]) -> Iterator[tuple[st
         by_file.setdefault(files[name], []).append(name)
     for path, file_names in by_file.items():
         try:
-            with safe_open(str(path), framework="pt") as f:
-                for name in file_names:
-                    yield name, f.get_tensor(name)
-        except CheckpointError:
-            raise
+            f = safe_open(str(path), framework="pt")
         except Exception as exc:
-            raise CheckpointError(f"{path}: cannot read tensor ({exc})") from None
+            raise CheckpointError(f"{path}: not a readable safetensors file ({_one_line(exc)})") from None
+        with f:
+            for name in file_names:
+                try:
+                    tensor = f.get_tensor(name)
+                except Exception as exc:
+                    raise CheckpointError(f"{path}: cannot read tensor {name} ({_one_line(exc)})") from None
+                yield name, tensor
+
+
+def _meta_model(
+    config: HGRNBitConfig, quantized: bool, cls: type["HGRNBitForCausalLM"] | None = None
+) -> "HGRNBitForCausalLM":
+    """A model of ``config`` on the meta device (shapes only), its BitLinears quantized if asked.
+
+    Quantizes module by module: ``HGRNBitForCausalLM.quantize_`` would also edit ``config``."""
+    from mmfc.frontends.torch.modeling import BitLinear, HGRNBitForCausalLM
+
+    with torch.device("meta"):
+        model = (cls or HGRNBitForCausalLM)(config)
+        if quantized:
+            for module in model.modules():
+                if isinstance(module, BitLinear):
+                    module.quantize_()
+    return model
 
 
 def expected_tensors(config: HGRNBitConfig, quantized: bool) -> dict[str, tuple[int, ...]]:
-    """Every tensor name of a checkpoint for ``config`` and its shape (the reference's names)."""
-    from mmfc.frontends.torch.modeling import HGRNBitForCausalLM
-
-    with torch.device("meta"):
-        model = HGRNBitForCausalLM(config)
-        if quantized:
-            model.quantize_()
-    return {name: tuple(t.shape) for name, t in model.state_dict().items()}
+    """Every tensor name of a checkpoint for ``config`` and its shape (the reference's names; a
+    pre-quantized checkpoint adds a scalar ``X.weight_scale`` per BitLinear)."""
+    return {name: tuple(t.shape) for name, t in _meta_model(config, quantized).state_dict().items()}
 
 
-def _bitlinear_weight_names(config: HGRNBitConfig) -> set[str]:
-    names = {"lm_head.weight"}
-    for l in range(config.num_hidden_layers):
-        p = f"model.layers.{l}."
-        names |= {p + f"attn.{x}_proj.weight" for x in "ifgo"}
-        names |= {p + "mlp.gate_proj.weight", p + "mlp.down_proj.weight"}
-    return names
+def _bitlinear_weight_names(model: "HGRNBitForCausalLM") -> set[str]:
+    """The ``X.weight`` names of every BitLinear (the tensors that are ternary once quantized)."""
+    from mmfc.frontends.torch.modeling import BitLinear
+
+    return {f"{name}.weight" for name, m in model.named_modules() if isinstance(m, BitLinear)}
 
 
 def _looks_ternary(t: torch.Tensor) -> bool:
@@ -141,9 +178,13 @@ def _looks_ternary(t: torch.Tensor) -> bool:
 
 
 def load_state_dict_checked(directory: Path, config: HGRNBitConfig) -> dict[str, torch.Tensor]:
-    """Read and validate every tensor; float tensors come back float32, trits int8."""
+    """Read and validate every tensor of ``directory`` against ``config``: the names and shapes of
+    :func:`expected_tensors`, finite float values, trits in {-1, 0, +1}, positive scales, no float master
+    that is already ternary. Float tensors come back float32, trits int8; the first problem raises a
+    :class:`CheckpointError` naming the file and the tensor."""
     quantized = config.quantization_config is not None
-    expected = expected_tensors(config, quantized)
+    shapes_of = _meta_model(config, quantized)
+    expected = {name: tuple(t.shape) for name, t in shapes_of.state_dict().items()}
     files = _weight_files(directory)
     missing = sorted(set(expected) - set(files))
     if missing:
@@ -156,7 +197,7 @@ def load_state_dict_checked(directory: Path, config: HGRNBitConfig) -> dict[str,
         if any(n.endswith(".weight_scale") for n in unexpected) and not quantized:
             hint = "; it looks pre-quantized but config.json has no quantization_config"
         raise CheckpointError(f"{directory}: unexpected tensor {unexpected[0]}{more}{hint}")
-    ternary_names = _bitlinear_weight_names(config)
+    ternary_names = _bitlinear_weight_names(shapes_of)
     out: dict[str, torch.Tensor] = {}
     for name, t in _read_tensors(files, list(expected)):
         where = f"{files[name].name}: tensor {name}"
@@ -168,12 +209,16 @@ def load_state_dict_checked(directory: Path, config: HGRNBitConfig) -> dict[str,
         if shape != want:
             raise CheckpointError(f"{where} has shape {list(shape)}, expected {list(want)}")
         if quantized and name in ternary_names:
-            if t.dtype.is_floating_point or t.dtype == torch.bool:
+            if t.dtype != torch.int8:
                 raise CheckpointError(f"{where}: pre-quantized weights must be int8 trits, got {t.dtype}")
             if t.numel() and (int(t.min()) < -1 or int(t.max()) > 1):
-                raise CheckpointError(f"{where}: pre-quantized trits must lie in {{-1, 0, +1}}")
-            out[name] = t.to(torch.int8)
+                bad = sorted(set(t[(t < -1) | (t > 1)].tolist()))[:3]
+                raise CheckpointError(f"{where}: pre-quantized trits must lie in {{-1, 0, +1}}, found {bad}")
+            out[name] = t
             continue
+        if name.endswith(".weight_scale") and t.dtype != torch.float32:
+            # mmfc's own format: the float path quantizes with a float32 scale, so must the stored one
+            raise CheckpointError(f"{where} has dtype {t.dtype}; a pre-quantized weight_scale is float32")
         if t.dtype not in FLOAT_DTYPES:
             raise CheckpointError(f"{where} has dtype {t.dtype}; expected a float tensor (bf16, fp16 or fp32)")
         t = t.to(torch.float32)
@@ -196,6 +241,10 @@ def load_state_dict_checked(directory: Path, config: HGRNBitConfig) -> dict[str,
 def load_pretrained(
     cls: type["HGRNBitForCausalLM"], directory: str | Path, device: str | torch.device = "cpu"
 ) -> "HGRNBitForCausalLM":
+    """Load a checkpoint directory into ``cls`` (float32 masters or int8 trits + float32 scales).
+
+    Raises :class:`CheckpointError` (folder, weights, tokenizer) or :class:`ConfigError` (config.json),
+    each naming the file and the tensor or key."""
     directory = Path(directory)
     if not directory.exists():
         raise CheckpointError(f"{directory}: no such directory")
@@ -203,17 +252,9 @@ def load_pretrained(
         raise CheckpointError(f"{directory}: not a directory (a checkpoint is a folder with config.json)")
     if not (directory / "config.json").is_file():
         raise CheckpointError(f"{directory}: no config.json (not a checkpoint directory)")
-    try:
-        config = HGRNBitConfig.from_pretrained(directory)
-    except ConfigError as exc:
-        raise ConfigError(f"{directory}/{exc}") from None
+    config = HGRNBitConfig.from_pretrained(directory)  # ConfigError messages name config.json's path
     state = load_state_dict_checked(directory, config)
-    with torch.device("meta"):
-        model = cls(config)
-        if config.quantization_config is not None:
-            for module in model.modules():
-                if hasattr(module, "quantize_") and module is not model:
-                    module.quantize_()
+    model = _meta_model(config, config.quantization_config is not None, cls)
     model.load_state_dict(state, strict=True, assign=True)
     model = model.to(device)
     model.eval()
@@ -226,6 +267,8 @@ def load_pretrained(
 
 
 def _checkpoint_tensors(model: "HGRNBitForCausalLM", quantized: bool) -> dict[str, torch.Tensor]:
+    """The tensors to write, on the CPU: float masters as they are, or (``quantized``) each BitLinear
+    weight as int8 trits plus its float32 ``weight_scale``, computed exactly as the float path does."""
     from mmfc.frontends.torch import numerics as tn
     from mmfc.frontends.torch.modeling import BitLinear
 
@@ -248,54 +291,95 @@ def _checkpoint_tensors(model: "HGRNBitForCausalLM", quantized: bool) -> dict[st
     return tensors
 
 
+def _nbytes(t: torch.Tensor) -> int:
+    return t.numel() * t.element_size()
+
+
 def save_pretrained(
     model: "HGRNBitForCausalLM",
     directory: str | Path,
     quantized: bool = False,
     max_shard_bytes: int | None = None,
 ) -> None:
-    """Write ``config.json`` and the weights (sharded with an index above ``max_shard_bytes``) atomically."""
+    """Write ``config.json``, the weights and the source's tokenizer files into ``directory``.
+
+    Weights go to one ``model.safetensors``, or, when ``max_shard_bytes`` is given and they are larger,
+    to ``model-0000i-of-0000n.safetensors`` shards (each at most ``max_shard_bytes`` unless one tensor is
+    larger) with a ``model.safetensors.index.json``. ``quantized=True`` writes the mmfc pre-quantized
+    layout. Other files already in ``directory`` are kept; weight files of the other layout are removed.
+    Nothing in ``directory`` changes unless every file was written (see the module docstring).
+
+    Raises :class:`UserError` for a bad argument and :class:`CheckpointError` when the files cannot be
+    written (the message names the path and the system's reason).
+    """
     from safetensors.torch import save_file
 
     directory = Path(directory)
+    if max_shard_bytes is not None and (
+        not isinstance(max_shard_bytes, int) or isinstance(max_shard_bytes, bool) or max_shard_bytes <= 0
+    ):
+        raise UserError(f"max_shard_bytes={max_shard_bytes!r}: must be a positive number of bytes")
+    if directory.exists() and not directory.is_dir():
+        raise CheckpointError(f"{directory}: exists and is not a directory; cannot write a checkpoint there")
     tensors = _checkpoint_tensors(model, quantized)
     config = model.config.replace()
     config.quantization_config = dict(QUANT_CONFIG) if quantized else None
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+
+    tmp: Path | None = None
     try:
-        config.save_pretrained(tmp)
-        if max_shard_bytes is None or sum(t.numel() * t.element_size() for t in tensors.values()) <= max_shard_bytes:
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        # a sibling folder: same filesystem, so the final moves are renames; mkdir (not mkdtemp) so a
+        # folder renamed into place gets the usual permissions
+        tmp = directory.parent / f".{directory.name}.mmfc-tmp-{uuid.uuid4().hex[:12]}"
+        tmp.mkdir()
+        if max_shard_bytes is None or sum(_nbytes(t) for t in tensors.values()) <= max_shard_bytes:
             save_file(tensors, str(tmp / SINGLE_FILE), metadata={"format": "pt"})
-            written = [SINGLE_FILE]
+            weights = [SINGLE_FILE]
         else:
-            written = _save_sharded(tensors, tmp, max_shard_bytes, save_file)
+            weights = _save_sharded(tensors, tmp, max_shard_bytes, save_file)
+        config.save_pretrained(tmp)
         source = getattr(model, "source_dir", None)
-        if source is not None:
+        if source is not None and Path(source).resolve() != directory.resolve():
             for fname in TOKENIZER_FILES:
                 if (Path(source) / fname).is_file():
                     shutil.copy2(Path(source) / fname, tmp / fname)
-        directory.mkdir(parents=True, exist_ok=True)
-        # remove stale weight files of the other layout before moving the new ones in
-        for stale in [SINGLE_FILE, INDEX_FILE, *[p.name for p in directory.glob("model-*-of-*.safetensors")]]:
-            if stale not in written and (directory / stale).exists():
-                (directory / stale).unlink()
-        for entry in sorted(tmp.iterdir()):
-            os.replace(entry, directory / entry.name)
+        _commit(tmp, directory, weights)
+    except OSError as exc:
+        raise CheckpointError(f"{directory}: cannot write the checkpoint ({_one_line(exc)})") from None
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _commit(tmp: Path, directory: Path, weights: list[str]) -> None:
+    """Move the complete files of ``tmp`` into ``directory``.
+
+    A new ``directory`` is ``tmp`` renamed (one atomic step). Into an existing one, files move one
+    rename at a time: weights, then the index, then ``config.json`` (a reader in between still finds the
+    old index or single file first), then the other layout's stale weight files are deleted."""
+    if not directory.exists():
+        os.rename(tmp, directory)
+        return
+    order = {INDEX_FILE: 1, "config.json": 2}
+    for entry in sorted(tmp.iterdir(), key=lambda e: (order.get(e.name, 0), e.name)):
+        os.replace(entry, directory / entry.name)
+    stale = [SINGLE_FILE, INDEX_FILE, *(p.name for p in directory.glob("model-*-of-*.safetensors"))]
+    for name in stale:
+        if name not in weights and (directory / name).is_file():
+            (directory / name).unlink()
 
 
 def _save_sharded(tensors: dict[str, torch.Tensor], tmp: Path, max_shard_bytes: int, save_file: Any) -> list[str]:
+    """Write shards in state-dict order, starting a new one when the next tensor would not fit, and the
+    index; returns the file names written."""
     shards: list[dict[str, torch.Tensor]] = [{}]
     size = 0
     for name, t in tensors.items():
-        nbytes = t.numel() * t.element_size()
-        if shards[-1] and size + nbytes > max_shard_bytes:
+        if shards[-1] and size + _nbytes(t) > max_shard_bytes:
             shards.append({})
             size = 0
         shards[-1][name] = t
-        size += nbytes
+        size += _nbytes(t)
     weight_map: dict[str, str] = {}
     written = []
     for i, shard in enumerate(shards):
@@ -303,9 +387,8 @@ def _save_sharded(tensors: dict[str, torch.Tensor], tmp: Path, max_shard_bytes: 
         save_file(shard, str(tmp / fname), metadata={"format": "pt"})
         written.append(fname)
         weight_map.update({name: fname for name in shard})
-    total = sum(t.numel() * t.element_size() for t in tensors.values())
-    index = {"metadata": {"total_size": total}, "weight_map": weight_map}
-    (tmp / INDEX_FILE).write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+    index = {"metadata": {"total_size": sum(_nbytes(t) for t in tensors.values())}, "weight_map": weight_map}
+    (tmp / INDEX_FILE).write_text(json.dumps(index, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return written + [INDEX_FILE]
 
 
@@ -326,11 +409,17 @@ class Tokenizer:
     def decode(self, ids: list[int]) -> str:
         return str(self._decode(list(ids)))
 
+    def __repr__(self) -> str:
+        return f"Tokenizer({self.source!r})"
+
 
 def load_tokenizer(directory: Path) -> Tokenizer | None:
     """A tokenizer from ``tokenizer.json`` (package ``tokenizers``) or ``tokenizer.model``
-    (``sentencepiece``), else through ``transformers`` when installed; None when the directory has none
-    or no library can read it (prompts are then token ids)."""
+    (``sentencepiece``, BOS=1 prepended as the Llama tokenizer does).
+
+    None when the directory has neither, or (with a warning) when no installed package reads them:
+    prompts are then token ids. Never imports ``transformers``. A file that the package cannot read is
+    a :class:`CheckpointError` naming it."""
     directory = Path(directory)
     tj, sp = directory / "tokenizer.json", directory / "tokenizer.model"
     if not tj.is_file() and not sp.is_file():
@@ -338,23 +427,29 @@ def load_tokenizer(directory: Path) -> Tokenizer | None:
     if tj.is_file():
         try:
             from tokenizers import Tokenizer as HFTokenizer
-
-            tok = HFTokenizer.from_file(str(tj))
-            return Tokenizer(lambda s: tok.encode(s).ids, lambda ids: tok.decode(ids), str(tj))
         except ImportError:
             pass
+        else:
+            try:
+                tok = HFTokenizer.from_file(str(tj))
+            except Exception as exc:  # the Rust library raises plain Exception
+                raise CheckpointError(f"{tj}: not a readable tokenizer ({_one_line(exc)})") from None
+            return Tokenizer(lambda s: tok.encode(s).ids, lambda ids: tok.decode(ids), str(tj))
     if sp.is_file():
         try:
             import sentencepiece
-
-            proc = sentencepiece.SentencePieceProcessor(model_file=str(sp))
-            return Tokenizer(lambda s: [1] + proc.encode(s), lambda ids: proc.decode(ids), str(sp))
         except ImportError:
             pass
-    try:
-        from transformers import AutoTokenizer
-
-        tok = AutoTokenizer.from_pretrained(str(directory))
-        return Tokenizer(lambda s: tok(s)["input_ids"], lambda ids: tok.decode(ids), str(directory))
-    except ImportError:
-        return None
+        else:
+            try:
+                proc = sentencepiece.SentencePieceProcessor(model_file=str(sp))
+            except Exception as exc:
+                raise CheckpointError(f"{sp}: not a readable sentencepiece model ({_one_line(exc)})") from None
+            return Tokenizer(lambda s: [1] + proc.encode(s), lambda ids: proc.decode(ids), str(sp))
+    found = tj if tj.is_file() else sp
+    warnings.warn(
+        f"{found}: not loaded (install the `tokenizers` or `sentencepiece` package); "
+        "the model takes token ids only",
+        stacklevel=3,
+    )
+    return None

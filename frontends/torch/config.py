@@ -8,8 +8,10 @@ reference's) or refused with a :class:`ConfigError` naming the key (see :meth:`v
 
 from __future__ import annotations
 
+import copy
 import json
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,10 +47,21 @@ _DEFAULTS: dict[str, Any] = {
 }
 
 
-def derive_intermediate_size(hidden_size: int, hidden_ratio: int | float) -> int:
-    """The reference formula: ``I = 256 * ceil(int(d * hidden_ratio * 2 / 3) / 256)``."""
-    raw = int(hidden_size * hidden_ratio * 2 / 3)
+def derive_intermediate_size(hidden_size: int, hidden_ratio: int | float | None) -> int:
+    """The reference formula: ``I = 256 * ceil(int(d * hidden_ratio * 2 / 3) / 256)``.
+
+    ``hidden_ratio=None`` means 4, as in the reference MLP."""
+    ratio = 4 if hidden_ratio is None else hidden_ratio
+    raw = int(hidden_size * ratio * 2 / 3)
     return 256 * math.ceil(raw / 256)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 @dataclass
@@ -87,26 +100,44 @@ class HGRNBitConfig:
 
     def __post_init__(self) -> None:
         self._intermediate_size_raw = self.intermediate_size
+        if self.model_type != MODEL_TYPE:  # first: another family's keys mean nothing here
+            raise self._bad("model_type", f"mmfc compiles '{MODEL_TYPE}' models only")
         if self.intermediate_size is None:
+            # the formula needs sane inputs: check them first so a bad value is named, not a TypeError
+            self._check_sizes("hidden_size")
+            self._check_hidden_ratio()
             self.intermediate_size = derive_intermediate_size(self.hidden_size, self.hidden_ratio)
         self.validate()
 
     # ------------------------------------------------------------------ validation
+    def _bad(self, key: str, why: str) -> ConfigError:
+        return ConfigError(f"{key}={getattr(self, key)!r}: {why}")
+
+    def _check_sizes(self, *keys: str) -> None:
+        for key in keys:
+            value = getattr(self, key)
+            if not _is_int(value) or value <= 0:
+                raise self._bad(key, "must be a positive integer")
+
+    def _check_hidden_ratio(self) -> None:
+        # null is allowed: the reference MLP then uses 4
+        if self.hidden_ratio is not None and (not _is_number(self.hidden_ratio) or not self.hidden_ratio > 0):
+            raise self._bad("hidden_ratio", "must be a positive number (or null for 4)")
+
     def validate(self) -> None:
-        """Refuse values mmfc does not implement, naming the key and the value."""
-
-        def bad(key: str, why: str) -> ConfigError:
-            return ConfigError(f"config.json: {key}={getattr(self, key)!r}: {why}")
-
+        """Refuse values mmfc does not implement: one :class:`ConfigError` naming the key and the value
+        (``key=value: why``; loaders prefix the file's path)."""
+        bad = self._bad
         if self.model_type != MODEL_TYPE:
             raise bad("model_type", f"mmfc compiles '{MODEL_TYPE}' models only")
-        for key in ("vocab_size", "hidden_size", "num_hidden_layers", "num_heads", "intermediate_size"):
-            value = getattr(self, key)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise bad(key, "must be a positive integer")
+        self._check_sizes("vocab_size", "hidden_size", "num_hidden_layers", "num_heads", "intermediate_size")
+        self._check_hidden_ratio()
+        for key in ("use_short_conv", "use_lower_bound", "tie_word_embeddings"):
+            if not isinstance(getattr(self, key), bool):
+                raise bad(key, "must be true or false")
         if self.hidden_size % self.num_heads:
             raise bad("num_heads", f"must divide hidden_size={self.hidden_size}")
-        if self.expand_ratio != 1:
+        if not _is_number(self.expand_ratio) or self.expand_ratio != 1:
             raise bad("expand_ratio", "only 1 is supported (the reference's lower bound has d entries)")
         if self.use_short_conv:
             raise bad("use_short_conv", "the short convolution is not supported (no release uses it)")
@@ -116,16 +147,14 @@ class HGRNBitConfig:
             raise bad("hidden_act", "the hgrn_bit MLP hard-wires SiLU; only 'swish'/'silu' are accepted")
         if self.attn_mode != "fused_recurrent":
             raise bad("attn_mode", "the only accepted value is 'fused_recurrent'")
-        if not isinstance(self.rms_norm_eps, (int, float)) or not self.rms_norm_eps > 0:
+        if not _is_number(self.rms_norm_eps) or not self.rms_norm_eps > 0:
             raise bad("rms_norm_eps", "must be a positive number")
-        if not isinstance(self.use_lower_bound, bool):
-            raise bad("use_lower_bound", "must be true or false")
         if self.quantization_config is not None:
             qc = self.quantization_config
             if not isinstance(qc, dict) or qc.get("quant_method") != "mmfc-ternary" or qc.get("weights") != "int8-trits":
-                raise ConfigError(
-                    f"config.json: quantization_config={qc!r}: mmfc reads only "
-                    '{"quant_method": "mmfc-ternary", "weights": "int8-trits"}'
+                raise bad(
+                    "quantization_config",
+                    'mmfc reads only {"quant_method": "mmfc-ternary", "weights": "int8-trits"} (or none)',
                 )
 
     # ------------------------------------------------------------------ derived figures
@@ -146,36 +175,45 @@ class HGRNBitConfig:
 
     # ------------------------------------------------------------------ (de)serialization
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "HGRNBitConfig":
+    def from_dict(cls, data: dict[str, Any], source: str = "config.json") -> "HGRNBitConfig":
+        """A validated config from a ``config.json`` object; unknown keys go to :attr:`extra` (deep-copied).
+
+        Raises :class:`ConfigError` ``"<source>: key=value: why"``."""
         if not isinstance(data, dict):
-            raise ConfigError("config.json: the top level must be a JSON object")
+            raise ConfigError(f"{source}: the top level must be a JSON object, got {type(data).__name__}")
         known = {f for f in cls.__dataclass_fields__ if not f.startswith("_") and f != "extra"}
-        kwargs = {k: v for k, v in data.items() if k in known}
-        extra = {k: v for k, v in data.items() if k not in known}
+        kwargs = {k: copy.deepcopy(v) for k, v in data.items() if k in known}
+        extra = {k: copy.deepcopy(v) for k, v in data.items() if k not in known}
         if "model_type" not in kwargs:
             kwargs["model_type"] = MODEL_TYPE
         try:
             return cls(**kwargs, extra=extra)
-        except TypeError as exc:  # pragma: no cover - dataclass signature mismatch
-            raise ConfigError(f"config.json: {exc}") from None
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: {exc}") from None
 
     @classmethod
     def from_json_file(cls, path: str | Path) -> "HGRNBitConfig":
+        """Read and validate one ``config.json``; every error is a :class:`ConfigError` naming ``path``."""
         path = Path(path)
         try:
-            data = json.loads(path.read_text())
+            data = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise ConfigError(f"{path}: no such file") from None
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError(f"{path}: not valid JSON ({exc})") from None
-        return cls.from_dict(data)
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read ({exc.strerror or exc})") from None
+        return cls.from_dict(data, source=str(path))
 
     @classmethod
     def from_pretrained(cls, directory: str | Path) -> "HGRNBitConfig":
+        """The config of a checkpoint directory (its ``config.json``)."""
         return cls.from_json_file(Path(directory) / "config.json")
 
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = dict(self.extra)
+        """The ``config.json`` object: every known field, ``intermediate_size`` as read (null stays null),
+        ``quantization_config`` only when set, and every unknown key unchanged."""
+        out: dict[str, Any] = copy.deepcopy(self.extra)
         for name in self.__dataclass_fields__:
             if name.startswith("_") or name == "extra":
                 continue
@@ -184,16 +222,23 @@ class HGRNBitConfig:
                 value = self._intermediate_size_raw
             if name == "quantization_config" and value is None:
                 continue
-            out[name] = value
+            out[name] = copy.deepcopy(value)
         return out
 
     def to_json_string(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
 
     def save_pretrained(self, directory: str | Path) -> None:
+        """Write ``directory/config.json`` (creating the folder); the file is replaced atomically."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        (directory / "config.json").write_text(self.to_json_string())
+        target = directory / "config.json"
+        tmp = directory / f".config.json.{os.getpid()}.tmp"
+        try:
+            tmp.write_text(self.to_json_string(), encoding="utf-8")
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
 
     def replace(self, **changes: Any) -> "HGRNBitConfig":
         """A copy with some fields changed (``intermediate_size`` re-derived unless given)."""

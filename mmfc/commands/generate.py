@@ -16,6 +16,7 @@ import argparse
 import json
 import sys
 import time
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterator
@@ -172,7 +173,9 @@ def _prompt_tokenizer(source: ModelSource) -> Any:
     from mmfc.frontends.torch.checkpoint import load_tokenizer
 
     assert source.path is not None
-    tokenizer = load_tokenizer(source.path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the error below says the same, in one line
+        tokenizer = load_tokenizer(source.path)
     if tokenizer is None:
         if any((source.path / f).is_file() for f in ("tokenizer.json", "tokenizer.model")):
             raise UserError(
@@ -185,7 +188,24 @@ def _prompt_tokenizer(source: ModelSource) -> Any:
     return tokenizer
 
 
+@contextmanager
+def one_line_warnings() -> Iterator[None]:
+    """Show warnings (e.g. "tokenizer not loaded") as ``mmfc: warning: ...``, one line like errors."""
+
+    def show(message: Warning | str, category: type[Warning], filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
+        sys.stderr.write(f"mmfc: warning: {message}\n")
+
+    with warnings.catch_warnings():
+        warnings.showwarning = show
+        yield
+
+
 def run(args: argparse.Namespace) -> int:
+    with one_line_warnings():
+        return _generate(args)
+
+
+def _generate(args: argparse.Namespace) -> int:
     import torch
 
     source = resolve(args)
@@ -250,6 +270,6 @@ def run(args: argparse.Namespace) -> int:
     stop = f", stopped at eos {eos}" if stopped_at_eos else ""
     sys.stderr.write(
         f"{len(new_ids)} new tokens{stop} | load {t['load_ms']:.0f} ms | prefill {t['prefill_ms']:.2f} ms "
-        f"({t['prefill_tokens']} tokens) | {decode}  [PyTorch, {model.device}]\n"
+        f"({t['prefill_tokens']} prompt tokens) | {decode}  [PyTorch, {model.device}]\n"
     )
     return 0

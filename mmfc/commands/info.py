@@ -112,8 +112,8 @@ def render(facts: dict[str, Any]) -> str:
         f"parameters {facts['parameters']:,}  (ternary {facts['ternary_parameters']:,})",
         f"weights: bf16 {format_bytes(b['bf16'])} | 2bit {format_bytes(b['2bit'])} | "
         f"base3 {format_bytes(b['base3'])}  (packed: the ternary matrices)",
-        f"  kept 16-bit beside packed weights: embedding {format_bytes(b['embedding_bf16'])} | "
-        f"norms + lower bounds {format_bytes(b['norms_bf16'])}  (+ scales {format_bytes(b['scales_fp32'])} fp32)",
+        f"  kept 16-bit beside them: embedding {format_bytes(b['embedding_bf16'])}, "
+        f"norms + lower bounds {format_bytes(b['norms_bf16'])}; scales {b['scales_fp32'] // SCALE_BYTES} x fp32",
     ]
     if "preset" in src:
         lines.append(f"source: preset {src['preset']} (random weights from a seed, float masters)")

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from mmfc.dialects.diagnostics import CheckpointError, ConfigError, UserError
+from mmfc.dialects.diagnostics import CheckpointError, UserError
 
 if TYPE_CHECKING:
     from mmfc.frontends.torch.config import HGRNBitConfig
@@ -104,12 +104,8 @@ def load_config(source: ModelSource) -> "HGRNBitConfig":
         assert source.preset is not None
         return preset_config(source.preset)
     assert source.path is not None
-    directory = check_checkpoint_dir(source.path)
-    try:
-        return HGRNBitConfig.from_pretrained(directory)
-    except ConfigError as exc:
-        # the same "DIR/config.json: key=value: why" form as the checkpoint loader
-        raise ConfigError(f"{directory}/{exc}") from None
+    # ConfigError messages already name the file: "DIR/config.json: key=value: why"
+    return HGRNBitConfig.from_pretrained(check_checkpoint_dir(source.path))
 
 
 def load_model(source: ModelSource, init_seed: int = 0) -> "HGRNBitForCausalLM":
