@@ -62,7 +62,10 @@ def main() -> int:
     section(f"1. The model: preset {PRESET} (mmfc info --preset {PRESET})")
     model = HGRNBitForCausalLM.from_preset(PRESET, seed=SEED)
     print(render(describe(model.config, ModelSource("preset", preset=PRESET))))
-    check(model.num_parameters() == model.config.num_parameters, "instantiated parameters == the count from the config")
+    check(
+        model.num_parameters() == model.config.num_parameters,
+        "instantiated parameters == the count from the config",
+    )
 
     section(f"2. Greedy generation: {len(PROMPTS)} prompts in one batch, left-padded")
     ids, mask = left_pad(PROMPTS, PAD_ID)
@@ -72,12 +75,23 @@ def main() -> int:
     for row, prompt in enumerate(PROMPTS):
         print(f"  row {row}: prompt {prompt} (padded to {width})")
         print(f"         new    {out[row, width:].tolist()}")
-    alone = [model.generate(torch.tensor([p]), max_new_tokens=NEW_TOKENS, eos_token_id=None)[0, len(p) :] for p in PROMPTS]
+    alone = [
+        model.generate(torch.tensor([p]), max_new_tokens=NEW_TOKENS, eos_token_id=None)[0, len(p) :]
+        for p in PROMPTS
+    ]
     check(
         all(torch.equal(out[row, width:], alone[row]) for row in range(len(PROMPTS))),
         "each row equals its prompt generated alone, without padding",
     )
-    argv = ["generate", "--preset", PRESET, "--init-seed", str(SEED), "--prompt-ids", ",".join(map(str, PROMPTS[1]))]
+    argv = [
+        "generate",
+        "--preset",
+        PRESET,
+        "--init-seed",
+        str(SEED),
+        "--prompt-ids",
+        ",".join(map(str, PROMPTS[1])),
+    ]
     argv += ["--max-new-tokens", str(NEW_TOKENS), "--ignore-eos", "--json"]
     print("  the same from the command line:\n  $ mmfc " + " ".join(argv))
     captured = io.StringIO()
@@ -100,7 +114,9 @@ def main() -> int:
     diff = float((full[:, width - 1 : -1] - decoded).abs().max())
     print(f"  prefill of {out.shape[1]} tokens vs prefill of the prompt + {NEW_TOKENS - 1} decode steps")
     check(diff <= MAX_ABS_LOGIT_DIFF, f"max |Δlogits| = {diff:.3g}  (flip-aware bound {MAX_ABS_LOGIT_DIFF})")
-    check(torch.equal(decoded.argmax(-1), out[:, width:]), "the decoded argmax reproduces the generated tokens")
+    check(
+        torch.equal(decoded.argmax(-1), out[:, width:]), "the decoded argmax reproduces the generated tokens"
+    )
 
     section("4. Checkpoints: float masters vs pre-quantized (int8 trits + float32 scales)")
     with tempfile.TemporaryDirectory(prefix="mmfc-demo-") as tmp:
@@ -108,9 +124,13 @@ def main() -> int:
         model.save_pretrained(float_dir)
         model.save_pretrained(quant_dir, quantized=True)
         for d in (float_dir, quant_dir):
-            print(f"  {d.name:8s} {format_bytes((d / 'model.safetensors').stat().st_size):>9s}  model.safetensors")
+            size = format_bytes((d / "model.safetensors").stat().st_size)
+            print(f"  {d.name:8s} {size:>9s}  model.safetensors")
         loaded = HGRNBitForCausalLM.from_pretrained(quant_dir)
-        check(loaded.config.quantization_config is not None, "config.json of the saved copy names its quantization")
+        check(
+            loaded.config.quantization_config is not None,
+            "config.json of the saved copy names its quantization",
+        )
         reference = model(out, attention_mask=full_mask).logits
         again = loaded(out, attention_mask=full_mask).logits
         delta = float((reference - again).abs().max())

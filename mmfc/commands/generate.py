@@ -17,9 +17,10 @@ import json
 import sys
 import time
 import warnings
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 from mmfc.commands.model_source import ModelSource, add_model_arguments, load_config, load_model, resolve
 from mmfc.dialects.diagnostics import UserError
@@ -94,13 +95,15 @@ class Timing:
             "load_ms": round(self.load_s * 1e3, 3),
             "prefill_ms": round(self.prefill_s * 1e3, 3),
             "prefill_tokens": self.prefill_tokens,
-            "decode_ms_per_token": round(self.decode_s * 1e3 / self.decode_steps, 3) if self.decode_steps else None,
+            "decode_ms_per_token": round(self.decode_s * 1e3 / self.decode_steps, 3)
+            if self.decode_steps
+            else None,
             "decode_steps": self.decode_steps,
         }
 
 
 @contextmanager
-def timed(model: "HGRNBitForCausalLM", timing: Timing) -> Iterator[None]:
+def timed(model: HGRNBitForCausalLM, timing: Timing) -> Iterator[None]:
     """Time ``model.prefill`` and ``model.decode_step`` while ``model.generate`` runs.
 
     ``generate`` calls both through ``self``, so instance attributes wrapping the methods see every call;
@@ -152,10 +155,15 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help=f"at most N new tokens (default {DEFAULT_MAX_NEW_TOKENS})",
     )
     sampling = p.add_argument_group("sampling (any of the first three turns it on)")
-    sampling.add_argument("--temperature", metavar="T", type=_float_in(0.0, None), help="divide logits by T > 0")
+    sampling.add_argument(
+        "--temperature", metavar="T", type=_float_in(0.0, None), help="divide logits by T > 0"
+    )
     sampling.add_argument("--top-k", metavar="K", type=_int_at_least(1), help="keep the K most likely tokens")
     sampling.add_argument(
-        "--top-p", metavar="P", type=_float_in(0.0, 1.0), help="keep the smallest set with probability >= P, 0<P<=1"
+        "--top-p",
+        metavar="P",
+        type=_float_in(0.0, 1.0),
+        help="keep the smallest set with probability >= P, 0<P<=1",
     )
     sampling.add_argument("--seed", metavar="S", type=int, default=0, help="sampling seed (default 0)")
     p.add_argument("--ignore-eos", action="store_true", help="do not stop at the config's eos_token_id")
@@ -169,7 +177,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 def _prompt_tokenizer(source: ModelSource) -> Any:
     """The tokenizer ``--prompt TEXT`` needs, found before any weight is loaded; else a UserError."""
     if source.kind == "preset":
-        raise UserError(f"preset {source.preset} has no tokenizer: give the prompt as token ids, --prompt-ids 1,2,3")
+        raise UserError(
+            f"preset {source.preset} has no tokenizer: give the prompt as token ids, --prompt-ids 1,2,3"
+        )
     from mmfc.frontends.torch.checkpoint import load_tokenizer
 
     assert source.path is not None
@@ -183,7 +193,8 @@ def _prompt_tokenizer(source: ModelSource) -> Any:
                 "(pip install tokenizers); or give token ids with --prompt-ids 1,2,3"
             )
         raise UserError(
-            f"{source.path}: no tokenizer (tokenizer.json or tokenizer.model); give token ids with --prompt-ids 1,2,3"
+            f"{source.path}: no tokenizer (tokenizer.json or tokenizer.model); "
+            "give token ids with --prompt-ids 1,2,3"
         )
     return tokenizer
 
@@ -192,7 +203,14 @@ def _prompt_tokenizer(source: ModelSource) -> Any:
 def one_line_warnings() -> Iterator[None]:
     """Show warnings (e.g. "tokenizer not loaded") as ``mmfc: warning: ...``, one line like errors."""
 
-    def show(message: Warning | str, category: type[Warning], filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
+    def show(
+        message: Warning | str,
+        category: type[Warning],
+        filename: str,
+        lineno: int,
+        file: Any = None,
+        line: Any = None,
+    ) -> None:
         sys.stderr.write(f"mmfc: warning: {message}\n")
 
     with warnings.catch_warnings():
@@ -245,7 +263,8 @@ def _generate(args: argparse.Namespace) -> int:
     ids = [int(i) for i in out[0].tolist()]
     new_ids = ids[len(prompt_ids) :]
     eos = None if args.ignore_eos else config.eos_token_id
-    stopped_at_eos = eos is not None and bool(new_ids) and new_ids[-1] == eos
+    eos_ids = [] if eos is None else ([eos] if isinstance(eos, int) else list(eos))  # config may list several
+    stopped_at_eos = bool(new_ids) and new_ids[-1] in eos_ids
 
     result: dict[str, Any] = {
         "prompt_ids": list(prompt_ids),
@@ -253,7 +272,12 @@ def _generate(args: argparse.Namespace) -> int:
         "ids": ids,
         "text": tokenizer.decode(ids) if tokenizer is not None else None,
         "new_text": tokenizer.decode(new_ids) if tokenizer is not None else None,
-        "sampling": {"temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p, "seed": args.seed}
+        "sampling": {
+            "temperature": args.temperature,
+            "top_k": args.top_k,
+            "top_p": args.top_p,
+            "seed": args.seed,
+        }
         if do_sample
         else None,
         "stopped_at_eos": stopped_at_eos,
@@ -266,8 +290,12 @@ def _generate(args: argparse.Namespace) -> int:
         print(result["text"])
     print("new ids: " + ",".join(str(i) for i in new_ids))
     t = result["timing"]
-    decode = f"decode {t['decode_ms_per_token']:.2f} ms/token ({t['decode_steps']} steps)" if t["decode_steps"] else "no decode steps"
-    stop = f", stopped at eos {eos}" if stopped_at_eos else ""
+    decode = (
+        f"decode {t['decode_ms_per_token']:.2f} ms/token ({t['decode_steps']} steps)"
+        if t["decode_steps"]
+        else "no decode steps"
+    )
+    stop = f", stopped at eos {new_ids[-1]}" if stopped_at_eos else ""
     sys.stderr.write(
         f"{len(new_ids)} new tokens{stop} | load {t['load_ms']:.0f} ms | prefill {t['prefill_ms']:.2f} ms "
         f"({t['prefill_tokens']} prompt tokens) | {decode}  [PyTorch, {model.device}]\n"

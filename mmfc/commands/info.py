@@ -36,9 +36,14 @@ class TernaryMatrix:
     cols: int
 
 
-def ternary_matrices(config: "HGRNBitConfig") -> list[TernaryMatrix]:
+def ternary_matrices(config: HGRNBitConfig) -> list[TernaryMatrix]:
     """Every BitLinear weight of the model, grouped by kind (model-spec.md "Tensor names and shapes")."""
-    d, i, v, n_layers = config.hidden_size, config.intermediate_size, config.vocab_size, config.num_hidden_layers
+    d, i, v, n_layers = (
+        config.hidden_size,
+        config.intermediate_size,
+        config.vocab_size,
+        config.num_hidden_layers,
+    )
     assert i is not None  # derived by HGRNBitConfig when the file leaves it null
     return [
         TernaryMatrix("attn.{i,f,g,o}_proj", 4 * n_layers, d, d),
@@ -48,14 +53,14 @@ def ternary_matrices(config: "HGRNBitConfig") -> list[TernaryMatrix]:
     ]
 
 
-def packed_bytes(config: "HGRNBitConfig", fmt: str) -> int:
+def packed_bytes(config: HGRNBitConfig, fmt: str) -> int:
     """Bytes of all ternary matrices packed in ``fmt`` (``2bit`` or ``base3``), rows padded to bytes."""
     from mmfc.dialects.numerics import packed_row_bytes
 
     return sum(m.count * m.rows * packed_row_bytes(m.cols, fmt) for m in ternary_matrices(config))
 
 
-def describe(config: "HGRNBitConfig", source: ModelSource) -> dict[str, Any]:
+def describe(config: HGRNBitConfig, source: ModelSource) -> dict[str, Any]:
     """The facts ``mmfc info`` prints, as a JSON-ready dict (sizes in bytes)."""
     params = config.num_parameters
     ternary = config.ternary_parameters
@@ -98,7 +103,13 @@ def format_bytes(n: int) -> str:
     for unit, size in (("GB", 10**9), ("MB", 10**6), ("kB", 10**3)):
         if n >= size:
             value = n / size
-            return f"{value:.0f} {unit}" if value >= 100 else f"{value:.1f} {unit}" if value >= 10 else f"{value:.2f} {unit}"
+            return (
+                f"{value:.0f} {unit}"
+                if value >= 100
+                else f"{value:.1f} {unit}"
+                if value >= 10
+                else f"{value:.2f} {unit}"
+            )
     return f"{n} B"
 
 
@@ -113,7 +124,8 @@ def render(facts: dict[str, Any]) -> str:
         f"weights: bf16 {format_bytes(b['bf16'])} | 2bit {format_bytes(b['2bit'])} | "
         f"base3 {format_bytes(b['base3'])}  (packed: the ternary matrices)",
         f"  kept 16-bit beside them: embedding {format_bytes(b['embedding_bf16'])}, "
-        f"norms + lower bounds {format_bytes(b['norms_bf16'])}; scales {b['scales_fp32'] // SCALE_BYTES} x fp32",
+        f"norms + lower bounds {format_bytes(b['norms_bf16'])}; "
+        f"scales {b['scales_fp32'] // SCALE_BYTES} x fp32",
     ]
     if "preset" in src:
         lines.append(f"source: preset {src['preset']} (random weights from a seed, float masters)")
@@ -125,8 +137,8 @@ def render(facts: dict[str, Any]) -> str:
         )
         tokenizer = "tokenizer found" if src["tokenizer"] else "no tokenizer (prompts as --prompt-ids)"
         lines.append(
-            f"checkpoint: {src['checkpoint']}  {kind}, {format_bytes(src['safetensors_bytes'])} of safetensors, "
-            f"{tokenizer}"
+            f"checkpoint: {src['checkpoint']}  {kind}, "
+            f"{format_bytes(src['safetensors_bytes'])} of safetensors, {tokenizer}"
         )
     return "\n".join(lines)
 

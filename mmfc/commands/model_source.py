@@ -83,7 +83,9 @@ def resolve(args: argparse.Namespace) -> ModelSource:
             raise UserError(f"{directory}: no such directory")
         if (directory / MANIFEST_FILE).is_file():
             # The hook for compiled artifacts: `mmfc compile` writes them (a later issue).
-            raise UserError(f"{directory}: running compiled artifacts needs `mmfc compile` (not yet available)")
+            raise UserError(
+                f"{directory}: running compiled artifacts needs `mmfc compile` (not yet available)"
+            )
         if (directory / CONFIG_FILE).is_file():
             return ModelSource("checkpoint", path=directory)
         raise UserError(
@@ -96,7 +98,7 @@ def resolve(args: argparse.Namespace) -> ModelSource:
     raise UserError("no model given: pass ARTIFACT, --model DIR or --preset NAME")
 
 
-def load_config(source: ModelSource) -> "HGRNBitConfig":
+def load_config(source: ModelSource) -> HGRNBitConfig:
     """The model's config, without touching weights (a preset's is built in; a checkpoint's is read)."""
     from mmfc.frontends.torch.config import HGRNBitConfig, preset_config
 
@@ -108,7 +110,7 @@ def load_config(source: ModelSource) -> "HGRNBitConfig":
     return HGRNBitConfig.from_pretrained(check_checkpoint_dir(source.path))
 
 
-def load_model(source: ModelSource, init_seed: int = 0) -> "HGRNBitForCausalLM":
+def load_model(source: ModelSource, init_seed: int = 0) -> HGRNBitForCausalLM:
     """The PyTorch model: a checkpoint loaded and validated, or a preset initialised from ``init_seed``."""
     from mmfc.frontends.torch.modeling import HGRNBitForCausalLM
 

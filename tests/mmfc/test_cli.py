@@ -114,7 +114,12 @@ def test_preset_names_in_help_match_the_presets() -> None:
     ],
 )
 def test_info_preset_matches_the_spec(
-    preset: str, params: str, mb_2bit: int, mb_base3: int, mb_embedding: int, capsys: pytest.CaptureFixture[str]
+    preset: str,
+    params: str,
+    mb_2bit: int,
+    mb_base3: int,
+    mb_embedding: int,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     rc, out, err = run_cli(["info", "--preset", preset], capsys)
     assert rc == 0, err
@@ -136,7 +141,9 @@ def test_info_2_7b_as_a_user_runs_it() -> None:
     assert "parameters 2,702,357,504" in proc.stdout
 
 
-def test_info_never_builds_a_model(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_info_never_builds_a_model(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     """``info`` works from the config alone: building any module would allocate real-size weights."""
 
     def refuse(*args: object, **kwargs: object) -> None:
@@ -155,10 +162,16 @@ def test_info_never_builds_a_model(monkeypatch: pytest.MonkeyPatch, capsys: pyte
     vocab=st.integers(1, 80),
     lower_bound=st.booleans(),
 )
-def test_info_sizes_agree_with_the_model_structure(d: int, layers: int, inter: int, vocab: int, lower_bound: bool) -> None:
+def test_info_sizes_agree_with_the_model_structure(
+    d: int, layers: int, inter: int, vocab: int, lower_bound: bool
+) -> None:
     """Counts and packed bytes from the config equal those of the module tree (built on the meta device)."""
     config = HGRNBitConfig(
-        hidden_size=d, num_hidden_layers=layers, intermediate_size=inter, vocab_size=vocab, use_lower_bound=lower_bound
+        hidden_size=d,
+        num_hidden_layers=layers,
+        intermediate_size=inter,
+        vocab_size=vocab,
+        use_lower_bound=lower_bound,
     )
     with torch.device("meta"):
         model = HGRNBitForCausalLM(config)
@@ -182,7 +195,9 @@ def test_info_packed_sizes_equal_the_packer(tiny: HGRNBitForCausalLM) -> None:
         assert facts["weight_bytes"][fmt] == packed
 
 
-def test_info_model_dir(tiny: HGRNBitForCausalLM, tiny_dir: Path, tiny_quant_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_info_model_dir(
+    tiny: HGRNBitForCausalLM, tiny_dir: Path, tiny_quant_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     rc, out, err = run_cli(["info", "--model", str(tiny_dir)], capsys)
     assert rc == 0, err
     assert f"parameters {tiny.num_parameters():,}" in out
@@ -212,9 +227,13 @@ def test_info_reads_a_non_preset_config(tmp_path: Path, capsys: pytest.CaptureFi
 # ------------------------------------------------------------------------------------------ generate
 
 
-def test_generate_greedy_equals_model_generate(tiny: HGRNBitForCausalLM, capsys: pytest.CaptureFixture[str]) -> None:
+def test_generate_greedy_equals_model_generate(
+    tiny: HGRNBitForCausalLM, capsys: pytest.CaptureFixture[str]
+) -> None:
     ids = ",".join(map(str, TINY_PROMPT))
-    rc, out, err = run_cli(["generate", "--preset", "tiny", "--prompt-ids", ids, "--max-new-tokens", "12", "--json"], capsys)
+    rc, out, err = run_cli(
+        ["generate", "--preset", "tiny", "--prompt-ids", ids, "--max-new-tokens", "12", "--json"], capsys
+    )
     assert rc == 0, err
     result = json.loads(out)
     expected = greedy_reference(tiny, TINY_PROMPT, 12)
@@ -225,7 +244,9 @@ def test_generate_greedy_equals_model_generate(tiny: HGRNBitForCausalLM, capsys:
     assert result["timing"]["prefill_tokens"] == len(TINY_PROMPT)
     assert result["timing"]["decode_steps"] == len(expected) - 1
     # the plain output carries the same ids, and the timing goes to stderr
-    rc, out, err = run_cli(["generate", "--preset", "tiny", "--prompt-ids", ids, "--max-new-tokens", "12"], capsys)
+    rc, out, err = run_cli(
+        ["generate", "--preset", "tiny", "--prompt-ids", ids, "--max-new-tokens", "12"], capsys
+    )
     assert rc == 0
     assert out.strip() == "new ids: " + ",".join(map(str, expected))
     assert "prefill" in err and "ms/token" in err
@@ -233,7 +254,17 @@ def test_generate_greedy_equals_model_generate(tiny: HGRNBitForCausalLM, capsys:
 
 def test_generate_init_seed_picks_the_preset_weights(capsys: pytest.CaptureFixture[str]) -> None:
     model = HGRNBitForCausalLM.from_preset("tiny", seed=7)
-    argv = ["generate", "--preset", "tiny", "--init-seed", "7", "--prompt-ids", "1,2,3", "--max-new-tokens", "8"]
+    argv = [
+        "generate",
+        "--preset",
+        "tiny",
+        "--init-seed",
+        "7",
+        "--prompt-ids",
+        "1,2,3",
+        "--max-new-tokens",
+        "8",
+    ]
     rc, out, err = run_cli(argv + ["--json"], capsys)
     assert rc == 0, err
     assert json.loads(out)["new_ids"] == greedy_reference(model, [1, 2, 3], 8)
@@ -245,14 +276,26 @@ def test_generate_from_a_checkpoint_and_as_artifact(
     expected = greedy_reference(tiny, TINY_PROMPT, 10)
     ids = ",".join(map(str, TINY_PROMPT))
     for model_args in (["--model", str(tiny_dir)], [str(tiny_dir)], ["--model", str(tiny_quant_dir)]):
-        rc, out, err = run_cli(["generate", *model_args, "--prompt-ids", ids, "--max-new-tokens", "10", "--json"], capsys)
+        rc, out, err = run_cli(
+            ["generate", *model_args, "--prompt-ids", ids, "--max-new-tokens", "10", "--json"], capsys
+        )
         assert rc == 0, err
         assert json.loads(out)["new_ids"] == expected
 
 
 def test_generate_sampling_is_seeded(tiny: HGRNBitForCausalLM, capsys: pytest.CaptureFixture[str]) -> None:
     def sample(*flags: str) -> list[int]:
-        argv = ["generate", "--preset", "tiny", "--prompt-ids", "1,5,9", "--max-new-tokens", "16", "--json", *flags]
+        argv = [
+            "generate",
+            "--preset",
+            "tiny",
+            "--prompt-ids",
+            "1,5,9",
+            "--max-new-tokens",
+            "16",
+            "--json",
+            *flags,
+        ]
         rc, out, err = run_cli(argv, capsys)
         assert rc == 0, err
         return json.loads(out)["new_ids"]
@@ -260,15 +303,21 @@ def test_generate_sampling_is_seeded(tiny: HGRNBitForCausalLM, capsys: pytest.Ca
     first = sample("--temperature", "1.5", "--seed", "3")
     assert sample("--temperature", "1.5", "--seed", "3") == first
     assert sample("--temperature", "1.5", "--seed", "4") != first
-    assert first == tiny.generate(
-        torch.tensor([[1, 5, 9]]), max_new_tokens=16, do_sample=True, temperature=1.5, seed=3
-    )[0, 3:].tolist()
+    assert (
+        first
+        == tiny.generate(
+            torch.tensor([[1, 5, 9]]), max_new_tokens=16, do_sample=True, temperature=1.5, seed=3
+        )[0, 3:].tolist()
+    )
     # top-k 1 keeps only the argmax: sampling must then reproduce greedy decoding
     assert sample("--top-k", "1", "--seed", "11") == greedy_reference(tiny, [1, 5, 9], 16)
     top_p = sample("--top-p", "0.9", "--seed", "3")
-    assert top_p == tiny.generate(torch.tensor([[1, 5, 9]]), max_new_tokens=16, do_sample=True, top_p=0.9, seed=3)[
-        0, 3:
-    ].tolist()
+    assert (
+        top_p
+        == tiny.generate(torch.tensor([[1, 5, 9]]), max_new_tokens=16, do_sample=True, top_p=0.9, seed=3)[
+            0, 3:
+        ].tolist()
+    )
 
 
 def test_generate_stops_at_eos_unless_ignored(
@@ -306,7 +355,10 @@ class FakeTokenizer:
 
 
 def test_generate_with_a_text_prompt(
-    tiny: HGRNBitForCausalLM, tiny_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tiny: HGRNBitForCausalLM,
+    tiny_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     fake = FakeTokenizer(tiny.config.vocab_size)
     monkeypatch.setattr(checkpoint_mod, "load_tokenizer", lambda directory: fake)
@@ -386,16 +438,25 @@ def broken(tmp_path_factory: pytest.TempPathFactory, tiny_dir: Path) -> dict[str
     """Paths for the {placeholders} of MISTAKES."""
     root = tmp_path_factory.mktemp("broken")
     good_config = (tiny_dir / "config.json").read_text()
-    dirs = {name: root / name for name in ("no_config", "bad_json", "unsupported", "no_weights", "corrupt", "compiled")}
+    dirs = {
+        name: root / name
+        for name in ("no_config", "bad_json", "unsupported", "no_weights", "corrupt", "compiled")
+    }
     for d in dirs.values():
         d.mkdir()
     (dirs["bad_json"] / "config.json").write_text("{not json")
-    (dirs["unsupported"] / "config.json").write_text(json.dumps({**json.loads(good_config), "use_short_conv": True}))
+    (dirs["unsupported"] / "config.json").write_text(
+        json.dumps({**json.loads(good_config), "use_short_conv": True})
+    )
     (dirs["no_weights"] / "config.json").write_text(good_config)
     (dirs["corrupt"] / "config.json").write_text(good_config)
     (dirs["corrupt"] / "model.safetensors").write_bytes(b"\x00" * 64)
     (dirs["compiled"] / "manifest.json").write_text("{}")
-    return {"tiny": str(tiny_dir), "missing": str(root / "does-not-exist"), **{k: str(v) for k, v in dirs.items()}}
+    return {
+        "tiny": str(tiny_dir),
+        "missing": str(root / "does-not-exist"),
+        **{k: str(v) for k, v in dirs.items()},
+    }
 
 
 def mistake(name: str, paths: dict[str, str]) -> list[str]:
@@ -411,7 +472,8 @@ def test_user_mistake_is_one_line_and_exit_2(
 
 
 @pytest.mark.parametrize(
-    "name", ["generate: missing dir", "generate: corrupt weights", "generate: top-p above 1", "info: unknown preset"]
+    "name",
+    ["generate: missing dir", "generate: corrupt weights", "generate: top-p above 1", "info: unknown preset"],
 )
 def test_user_mistake_in_a_real_process(name: str, broken: dict[str, str]) -> None:
     proc = run_process(mistake(name, broken))
@@ -460,7 +522,9 @@ def test_generate_with_a_real_tokenizer_file(
     for f in tiny_dir.iterdir():
         (directory / f.name).write_bytes(f.read_bytes())
     tok.save(str(directory / "tokenizer.json"))
-    rc, out, err = run_cli(["generate", str(directory), "--prompt", "w1 w17 w230", "--max-new-tokens", "6", "--json"], capsys)
+    rc, out, err = run_cli(
+        ["generate", str(directory), "--prompt", "w1 w17 w230", "--max-new-tokens", "6", "--json"], capsys
+    )
     assert rc == 0, err
     result = json.loads(out)
     assert result["prompt_ids"] == [1, 17, 230]
