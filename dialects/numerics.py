@@ -38,6 +38,9 @@ __all__ = [
     "silu",
     "silu_mul",
     "lower_bounds",
+    "one_minus",
+    "lower_bound",
+    "apply_mask",
     "forget_gate",
     "input_gate",
     "scan",
@@ -211,17 +214,33 @@ def lower_bounds(lb_param: np.ndarray) -> np.ndarray:
     return (np.cumsum(s, axis=0, dtype=F32) - s[0:1]).astype(F32)
 
 
+def one_minus(x: np.ndarray) -> np.ndarray:
+    """``1 - x`` in float32 (the input gate's ``1 - f``)."""
+    return F32(1.0) - np.asarray(x, dtype=F32)
+
+
+def lower_bound(x: np.ndarray, lb: np.ndarray) -> np.ndarray:
+    """Apply a forget-gate lower bound to ``x = sigmoid(f_tilde)``: ``lb + (1 - lb) * x``, float32
+    (``lb [d]`` broadcast over the rows of ``x [..., d]``)."""
+    lb = np.asarray(lb, dtype=F32)
+    return lb + (F32(1.0) - lb) * np.asarray(x, dtype=F32)
+
+
+def apply_mask(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Zero the rows of padded positions: ``x * float32(mask)[..., None]`` (``mask`` 0 at padding)."""
+    return np.asarray(x, dtype=F32) * np.asarray(mask, dtype=F32)[..., None]
+
+
 def forget_gate(f_tilde: np.ndarray, lb: np.ndarray) -> np.ndarray:
     """``f = lb + (1 - lb) * sigmoid(f_tilde)``, float32."""
-    lb = np.asarray(lb, dtype=F32)
-    return lb + (F32(1.0) - lb) * sigmoid(f_tilde)
+    return lower_bound(sigmoid(f_tilde), lb)
 
 
 def input_gate(i: np.ndarray, f: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
     """``i' = SiLU(i) * (1 - f)``, zeroed where ``mask[..., t] == 0`` (left padding)."""
-    out = silu_mul(i, F32(1.0) - np.asarray(f, dtype=F32))
+    out = silu_mul(i, one_minus(f))
     if mask is not None:
-        out = out * np.asarray(mask, dtype=F32)[..., None]
+        out = apply_mask(out, mask)
     return out
 
 

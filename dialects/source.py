@@ -183,7 +183,7 @@ class _PositionRecordingParser(Parser):
 
     def _get_op_by_name(self, name: str) -> type[Operation]:
         # xDSL reports an unknown operation after its name, with a terse message; point at the name
-        if (op_type := self.ctx.get_optional_op(name, dialect_stack=self._parser_state.dialect_stack)):
+        if op_type := self.ctx.get_optional_op(name, dialect_stack=self._parser_state.dialect_stack):
             return op_type
         at = self.lexer.input.content.rfind(name, 0, self._current_token.span.start)
         dialect = name.split(".", 1)[0]
@@ -227,7 +227,8 @@ def parse_time_limit(seconds: float | None) -> Iterator[None]:
         raise _TimeLimitExpired()
 
     started = time.monotonic()
-    previous_handler = signal.signal(signal.SIGALRM, expire)
+    # None: a handler installed outside Python; SIG_DFL is the closest thing to put back
+    previous_handler = signal.signal(signal.SIGALRM, expire) or signal.SIG_DFL
     previous_delay, previous_interval = signal.setitimer(signal.ITIMER_REAL, seconds)
     try:
         yield
@@ -272,10 +273,10 @@ def parse_module(
     except _TimeLimitExpired:
         where = parser.last_offset() if parser is not None else 0
         raise source.error_at(
-            where, f"parsing exceeded the time limit of {limit:g} s (stopped here; see --parse-timeout)"
+            where, f"parsing exceeded the time limit of {limit:g} s (stopped here)"
         ) from None
     except ParseError as exc:
-        raise source.error_at(exc.span.start, exc.msg) from None
+        raise source.error_at(exc.span.start, _parse_message(exc, text)) from None
     except RecursionError:
         where = parser.last_offset() if parser is not None else 0
         raise source.error_at(where, "input is nested too deeply to parse") from None
@@ -284,6 +285,21 @@ def parse_module(
         raise source.error_at(where, describe_exception(exc)) from None
     source.op_offsets = parser.op_offsets
     return module, source
+
+
+#: xDSL 0.75 parse messages that say little (or carry a placeholder it forgot to fill), reworded
+_PARSE_MESSAGES = {
+    "Could not parse entire input!": "expected an operation",
+    "in block definition": "expected a block label (^name)",
+}
+
+
+def _parse_message(exc: ParseError, text: str) -> str:
+    message = one_line(exc.msg)
+    message = _PARSE_MESSAGES.get(message, message)
+    if "{first_char}" in message:
+        message = message.replace("{first_char}", repr(text[exc.span.start : exc.span.start + 1]))
+    return message
 
 
 def _only_comments(text: str) -> bool:

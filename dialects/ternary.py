@@ -26,7 +26,7 @@ Verifiers check types and shapes only: they never open the weight store.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -133,26 +133,26 @@ def shape_of(t: Attribute) -> tuple[int, ...]:
     return ()
 
 
+def _int_of_width(*widths: int) -> Callable[[Attribute], bool]:
+    return lambda e: isinstance(e, IntegerType) and e.width.data in widths
+
+
+_ELEMENT_KINDS: dict[str, tuple[Callable[[Attribute], bool], str]] = {
+    # kind: (accepts the element type, how a message names it)
+    "f32": (lambda e: isinstance(e, Float32Type), "f32"),
+    "float": (lambda e: isinstance(e, STORE_FLOATS), "a float (bf16, f16, f32, f64)"),
+    "i8": (_int_of_width(8), "i8"),
+    "i32": (_int_of_width(32), "i32"),
+    "ids": (_int_of_width(32, 64), "i32 or i64"),
+    "mask": (lambda e: isinstance(e, IntegerType | Float32Type), "an integer type or f32"),
+}
+
+
 def _tensor(op: str, what: str, t: Attribute, elem: str, min_rank: int = 0) -> tuple[int, ...]:
-    """Check that ``t`` is a ranked tensor of the element kind ``elem`` (f32, store-float, i8, i32,
-    ids, mask) with at least ``min_rank`` dims; return its shape."""
-    ok_elem = {
-        "f32": lambda e: isinstance(e, Float32Type),
-        "float": lambda e: isinstance(e, STORE_FLOATS),
-        "i8": lambda e: isinstance(e, IntegerType) and e.width.data == 8,
-        "i32": lambda e: isinstance(e, IntegerType) and e.width.data == 32,
-        "ids": lambda e: isinstance(e, IntegerType) and e.width.data in (32, 64),
-        "mask": lambda e: isinstance(e, IntegerType | Float32Type),
-    }[elem]
-    expected = {
-        "f32": "f32",
-        "float": "a float (bf16, f16, f32, f64)",
-        "i8": "i8",
-        "i32": "i32",
-        "ids": "i32 or i64",
-        "mask": "an integer type or f32",
-    }[elem]
-    if not isinstance(t, TensorType) or not ok_elem(t.get_element_type()):
+    """Check that ``t`` is a ranked tensor whose element type is of kind ``elem`` (a key of
+    ``_ELEMENT_KINDS``) with at least ``min_rank`` dims; return its shape."""
+    accepts, expected = _ELEMENT_KINDS[elem]
+    if not isinstance(t, TensorType) or not accepts(t.get_element_type()):
         raise VerifyException(f"{op}: {what} must be a tensor of {expected}, got {t}")
     shape = t.get_shape()
     if len(shape) < min_rank:
@@ -549,7 +549,9 @@ class RMSNormOp(TiledOp):
     traits = traits_def(Pure())
     assembly_format = "$x `,` $gamma (`eps` $eps^)? attr-dict `:` type($x) `,` type($gamma)"
 
-    def __init__(self, x: SSAValue | Operation, gamma: SSAValue | Operation, eps: float | FloatAttr = RMS_EPS):
+    def __init__(
+        self, x: SSAValue | Operation, gamma: SSAValue | Operation, eps: float | FloatAttr = RMS_EPS
+    ):
         super().__init__(
             operands=[x, gamma], result_types=[SSAValue.get(x).type], properties={"eps": _eps_attr(eps)}
         )
@@ -692,7 +694,9 @@ class AccumOp(TiledOp):
         x = _tensor("accum", "activation", self.x.type, "i8", 1)
         n, k = _weight_nk("accum", "weight", self.weight.type)
         if not _dims_agree(x[-1], k):
-            raise VerifyException(f"accum: activation K={_dim_str(x[-1])} does not match weight K={_dim_str(k)}")
+            raise VerifyException(
+                f"accum: activation K={_dim_str(x[-1])} does not match weight K={_dim_str(k)}"
+            )
         acc = _tensor("accum", "result", self.acc.type, "i32")
         _expect_shape("accum", "result", acc, (*x[:-1], n), "[..., N]: the activation's rows, the weight's N")
 
@@ -1021,10 +1025,14 @@ class ScanOp(TiledOp):
     traits = traits_def(Pure())
     assembly_format = "$x `,` $f (`init` $h0^)? attr-dict `:` type($x) `,` type($h_last)"
 
-    def __init__(self, x: SSAValue | Operation, f: SSAValue | Operation, h0: SSAValue | Operation | None = None):
+    def __init__(
+        self, x: SSAValue | Operation, f: SSAValue | Operation, h0: SSAValue | Operation | None = None
+    ):
         xt = SSAValue.get(x).type
         b, _, d = shape_of(xt)
-        super().__init__(operands=[x, f, [] if h0 is None else [h0]], result_types=[xt, TensorType(f32, (b, d))])
+        super().__init__(
+            operands=[x, f, [] if h0 is None else [h0]], result_types=[xt, TensorType(f32, (b, d))]
+        )
 
     def verify_(self) -> None:
         x = _tensor("scan", "x", self.x.type, "f32", 3)
@@ -1166,9 +1174,14 @@ class SplitOp(TiledOp):
             pt = p.type
             assert isinstance(pt, TensorType)
             if pt != self.parts[0].type:
-                raise VerifyException(f"split: all parts must have one type; part {i} is {pt}, part 0 is {self.parts[0].type}")
+                raise VerifyException(
+                    f"split: all parts must have one type; part {i} is {pt}, part 0 is {self.parts[0].type}"
+                )
             if pt.get_element_type() != t.get_element_type():
-                raise VerifyException(f"split: part {i} has element type {pt.get_element_type()}, expected {t.get_element_type()}")
+                raise VerifyException(
+                    f"split: part {i} has element type {pt.get_element_type()}, "
+                    f"expected {t.get_element_type()}"
+                )
             _expect_shape("split", f"part {i}", pt.get_shape(), (*lead, m), f"1/{n} of the input's last dim")
 
     def tile_rule(self) -> TileRule:
@@ -1217,7 +1230,10 @@ class RowOp(TiledOp):
         if i < 0 or (rows != DYN and i >= rows):
             raise VerifyException(f"row: index {i} is out of range for {_dim_str(rows)} rows")
         if r.get_element_type() != t.get_element_type():
-            raise VerifyException(f"row: result element type {r.get_element_type()} differs from the input's {t.get_element_type()}")
+            raise VerifyException(
+                f"row: result element type {r.get_element_type()} differs from the input's "
+                f"{t.get_element_type()}"
+            )
         _expect_shape("row", "result", r.get_shape(), t.get_shape()[1:], "the input without its first dim")
 
     def tile_rule(self) -> TileRule:
@@ -1392,7 +1408,9 @@ class KernelOp(IRDLOperation):
         for i, (arg, v, tile) in enumerate(zip(block.args, self.inputs, self.input_tiles.data)):
             want = tile_type(v.type, tile)
             if arg.type != want:
-                raise VerifyException(f"kernel: body argument {i} has type {arg.type}, expected the tile type {want}")
+                raise VerifyException(
+                    f"kernel: body argument {i} has type {arg.type}, expected the tile type {want}"
+                )
         yield_op = block.last_op
         if not isinstance(yield_op, YieldOp):
             raise VerifyException("kernel: body must end with ternary.yield")
@@ -1403,11 +1421,19 @@ class KernelOp(IRDLOperation):
         for i, (v, r, tile) in enumerate(zip(yield_op.values, self.outputs, self.result_tiles.data)):
             want = tile_type(r.type, tile)
             if v.type != want:
-                raise VerifyException(f"kernel: yielded value {i} has type {v.type}, expected the tile type {want}")
+                raise VerifyException(
+                    f"kernel: yielded value {i} has type {v.type}, expected the tile type {want}"
+                )
         self._verify_programs_independent(block, yield_op)
 
     def _verify_tile(
-        self, kind: str, i: int, t: Attribute, tile: TileMapAttr, n_axes: int, extents: dict[int, tuple[int, str]]
+        self,
+        kind: str,
+        i: int,
+        t: Attribute,
+        tile: TileMapAttr,
+        n_axes: int,
+        extents: dict[int, tuple[int, str]],
     ) -> None:
         shape = shape_of(t)
         axes = tile.axes()
@@ -1419,13 +1445,16 @@ class KernelOp(IRDLOperation):
             if a is None:
                 continue
             if a >= n_axes:
-                raise VerifyException(f"kernel: {kind} {i} is split by grid axis {a}, but the grid has {n_axes} axes")
+                raise VerifyException(
+                    f"kernel: {kind} {i} is split by grid axis {a}, but the grid has {n_axes} axes"
+                )
             where = f"{kind} {i} dim {d}"
             if n != DYN:
                 seen = extents.setdefault(a, (n, where))
                 if seen[0] != n:
                     raise VerifyException(
-                        f"kernel: grid axis {a} splits dims of different extents: {seen[1]} has {seen[0]}, {where} has {n}"
+                        f"kernel: grid axis {a} splits dims of different extents: "
+                        f"{seen[1]} has {seen[0]}, {where} has {n}"
                     )
         if kind == "result":
             used = {a for a in axes if a is not None}
@@ -1449,7 +1478,8 @@ class KernelOp(IRDLOperation):
                 break
             if not isinstance(op, TiledOp):
                 raise VerifyException(
-                    f"kernel: {op.name} cannot appear in a kernel body (only ternary compute ops with a tiling rule)"
+                    f"kernel: {op.name} cannot appear in a kernel body "
+                    "(only ternary compute ops with a tiling rule)"
                 )
             rule = op.tile_rule()
             bound: dict[str, tuple[int | None, str]] = {}
@@ -1461,8 +1491,8 @@ class KernelOp(IRDLOperation):
                     where = f"operand {i} dim {d}"
                     if label in rule.whole and axis is not None:
                         raise VerifyException(
-                            f"kernel: {op.name} needs {where} whole (it reduces, scans, gathers or broadcasts "
-                            f"along it), but grid axis {axis} splits it across programs"
+                            f"kernel: {op.name} needs {where} whole (it reduces, scans, gathers or "
+                            f"broadcasts along it), but grid axis {axis} splits it across programs"
                         )
                     seen = bound.setdefault(label, (axis, where))
                     if seen[0] != axis:
@@ -1476,7 +1506,8 @@ class KernelOp(IRDLOperation):
             got = TileMapAttr(split[v])
             if got != tile:
                 raise VerifyException(
-                    f"kernel: result {i} is tiled {tile.spelling()} but the body yields a value tiled {got.spelling()}"
+                    f"kernel: result {i} is tiled {tile.spelling()} but the body yields a value tiled "
+                    f"{got.spelling()}"
                 )
 
     # ---------------------------------------------------------------- custom format

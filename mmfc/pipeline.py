@@ -60,7 +60,8 @@ def plugin_passes() -> dict[str, tuple[PassFactory, str]]:
     Nothing is imported until a factory is called.
     """
     found: dict[str, tuple[PassFactory, str]] = {}
-    for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: (e.name, e.value)):
+    # in discovery order (sys.path order, as imports resolve): on a clash the first one wins
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
         if ep.name in found:
             warnings.warn(
                 f"pass '{ep.name}' is registered twice in {ENTRY_POINT_GROUP} "

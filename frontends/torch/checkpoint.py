@@ -12,10 +12,11 @@ Two kinds of checkpoint load into :class:`HGRNBitForCausalLM`:
   "weights": "int8-trits"}``, every BitLinear ``X.weight`` is int8 trits of the same name and shape and
   ``X.weight_scale`` a float32 scalar holding 1/s_w.
 
-Writing is all-or-nothing: every file is first written to a temporary folder beside the target; only
-when all are complete is a new target folder renamed into place in one step, or, for an existing
-folder, each file moved in with ``os.replace`` (weights first, ``config.json`` last, then stale weight
-files of the other layout removed). A failure while writing leaves the target as it was.
+Writing is all-or-nothing: every file is first written to a temporary folder on the target's
+filesystem (inside an existing target, else beside it). Only when all are complete does a new target
+folder get renamed into place in one step, or, for an existing one, each file moved in with
+``os.replace`` (weights first, ``config.json`` last, then stale weight files of the other layout
+removed). A failure while writing leaves the target as it was, and the temporary folder is removed.
 
 Tokenizers are read with the ``tokenizers`` or ``sentencepiece`` packages when installed; loading never
 imports ``transformers``.
@@ -28,11 +29,11 @@ import os
 import shutil
 import uuid
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 import torch
-
 from mmfc.dialects.diagnostics import CheckpointError, UserError
 from mmfc.frontends.torch.config import HGRNBitConfig
 
@@ -112,7 +113,7 @@ def _safe_keys(path: Path, safe_open: Any) -> list[str]:
     try:
         with safe_open(str(path), framework="pt") as f:
             return list(f.keys())
-    except Exception as exc:  # safetensors raises its own error types
+    except Exception as exc:  # noqa: BLE001 - safetensors raises its own, undocumented error types
         raise CheckpointError(f"{path}: not a readable safetensors file ({_one_line(exc)})") from None
 
 
@@ -126,20 +127,20 @@ def _read_tensors(files: dict[str, Path], names: list[str]) -> Iterator[tuple[st
     for path, file_names in by_file.items():
         try:
             f = safe_open(str(path), framework="pt")
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - as in _safe_keys
             raise CheckpointError(f"{path}: not a readable safetensors file ({_one_line(exc)})") from None
         with f:
             for name in file_names:
                 try:
                     tensor = f.get_tensor(name)
-                except Exception as exc:
+                except Exception as exc:  # noqa: BLE001 - as in _safe_keys
                     raise CheckpointError(f"{path}: cannot read tensor {name} ({_one_line(exc)})") from None
                 yield name, tensor
 
 
 def _meta_model(
-    config: HGRNBitConfig, quantized: bool, cls: type["HGRNBitForCausalLM"] | None = None
-) -> "HGRNBitForCausalLM":
+    config: HGRNBitConfig, quantized: bool, cls: type[HGRNBitForCausalLM] | None = None
+) -> HGRNBitForCausalLM:
     """A model of ``config`` on the meta device (shapes only), its BitLinears quantized if asked.
 
     Quantizes module by module: ``HGRNBitForCausalLM.quantize_`` would also edit ``config``."""
@@ -160,7 +161,7 @@ def expected_tensors(config: HGRNBitConfig, quantized: bool) -> dict[str, tuple[
     return {name: tuple(t.shape) for name, t in _meta_model(config, quantized).state_dict().items()}
 
 
-def _bitlinear_weight_names(model: "HGRNBitForCausalLM") -> set[str]:
+def _bitlinear_weight_names(model: HGRNBitForCausalLM) -> set[str]:
     """The ``X.weight`` names of every BitLinear (the tensors that are ternary once quantized)."""
     from mmfc.frontends.torch.modeling import BitLinear
 
@@ -220,7 +221,9 @@ def load_state_dict_checked(directory: Path, config: HGRNBitConfig) -> dict[str,
             # mmfc's own format: the float path quantizes with a float32 scale, so must the stored one
             raise CheckpointError(f"{where} has dtype {t.dtype}; a pre-quantized weight_scale is float32")
         if t.dtype not in FLOAT_DTYPES:
-            raise CheckpointError(f"{where} has dtype {t.dtype}; expected a float tensor (bf16, fp16 or fp32)")
+            raise CheckpointError(
+                f"{where} has dtype {t.dtype}; expected a float tensor (bf16, fp16 or fp32)"
+            )
         t = t.to(torch.float32)
         if not bool(torch.isfinite(t).all()):
             raise CheckpointError(f"{where} holds non-finite values (NaN or Inf)")
@@ -239,8 +242,8 @@ def load_state_dict_checked(directory: Path, config: HGRNBitConfig) -> dict[str,
 
 
 def load_pretrained(
-    cls: type["HGRNBitForCausalLM"], directory: str | Path, device: str | torch.device = "cpu"
-) -> "HGRNBitForCausalLM":
+    cls: type[HGRNBitForCausalLM], directory: str | Path, device: str | torch.device = "cpu"
+) -> HGRNBitForCausalLM:
     """Load a checkpoint directory into ``cls`` (float32 masters or int8 trits + float32 scales).
 
     Raises :class:`CheckpointError` (folder, weights, tokenizer) or :class:`ConfigError` (config.json),
@@ -266,7 +269,7 @@ def load_pretrained(
 # ------------------------------------------------------------------------------------------ writing
 
 
-def _checkpoint_tensors(model: "HGRNBitForCausalLM", quantized: bool) -> dict[str, torch.Tensor]:
+def _checkpoint_tensors(model: HGRNBitForCausalLM, quantized: bool) -> dict[str, torch.Tensor]:
     """The tensors to write, on the CPU: float masters as they are, or (``quantized``) each BitLinear
     weight as int8 trits plus its float32 ``weight_scale``, computed exactly as the float path does."""
     from mmfc.frontends.torch import numerics as tn
@@ -285,7 +288,8 @@ def _checkpoint_tensors(model: "HGRNBitForCausalLM", quantized: bool) -> dict[st
             if not quantized and not t.dtype.is_floating_point:
                 raise UserError(
                     f"{name} holds trits: a quantized model can only be saved pre-quantized "
-                    "(save_pretrained(dir, quantized=True)); writing ternary-valued floats would shrink the scales"
+                    "(save_pretrained(dir, quantized=True)); writing ternary-valued floats would shrink "
+                    "the scales"
                 )
         tensors[name] = t.detach().contiguous().cpu()
     return tensors
@@ -296,7 +300,7 @@ def _nbytes(t: torch.Tensor) -> int:
 
 
 def save_pretrained(
-    model: "HGRNBitForCausalLM",
+    model: HGRNBitForCausalLM,
     directory: str | Path,
     quantized: bool = False,
     max_shard_bytes: int | None = None,
@@ -327,10 +331,14 @@ def save_pretrained(
 
     tmp: Path | None = None
     try:
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        # a sibling folder: same filesystem, so the final moves are renames; mkdir (not mkdtemp) so a
-        # folder renamed into place gets the usual permissions
-        tmp = directory.parent / f".{directory.name}.mmfc-tmp-{uuid.uuid4().hex[:12]}"
+        # same filesystem as the target, so the final moves are renames: inside an existing target (its
+        # parent may be read-only), else beside it; mkdir (not mkdtemp) so that a folder renamed into
+        # place gets the usual permissions
+        if directory.is_dir():
+            tmp = directory / f".mmfc-tmp-{uuid.uuid4().hex[:12]}"
+        else:
+            directory.parent.mkdir(parents=True, exist_ok=True)
+            tmp = directory.parent / f".{directory.name}.mmfc-tmp-{uuid.uuid4().hex[:12]}"
         tmp.mkdir()
         if max_shard_bytes is None or sum(_nbytes(t) for t in tensors.values()) <= max_shard_bytes:
             save_file(tensors, str(tmp / SINGLE_FILE), metadata={"format": "pt"})
@@ -369,7 +377,9 @@ def _commit(tmp: Path, directory: Path, weights: list[str]) -> None:
             (directory / name).unlink()
 
 
-def _save_sharded(tensors: dict[str, torch.Tensor], tmp: Path, max_shard_bytes: int, save_file: Any) -> list[str]:
+def _save_sharded(
+    tensors: dict[str, torch.Tensor], tmp: Path, max_shard_bytes: int, save_file: Any
+) -> list[str]:
     """Write shards in state-dict order, starting a new one when the next tensor would not fit, and the
     index; returns the file names written."""
     shards: list[dict[str, torch.Tensor]] = [{}]
@@ -432,7 +442,7 @@ def load_tokenizer(directory: Path) -> Tokenizer | None:
         else:
             try:
                 tok = HFTokenizer.from_file(str(tj))
-            except Exception as exc:  # the Rust library raises plain Exception
+            except Exception as exc:  # noqa: BLE001 - the Rust library raises plain Exception
                 raise CheckpointError(f"{tj}: not a readable tokenizer ({_one_line(exc)})") from None
             return Tokenizer(lambda s: tok.encode(s).ids, lambda ids: tok.decode(ids), str(tj))
     if sp.is_file():
@@ -443,8 +453,10 @@ def load_tokenizer(directory: Path) -> Tokenizer | None:
         else:
             try:
                 proc = sentencepiece.SentencePieceProcessor(model_file=str(sp))
-            except Exception as exc:
-                raise CheckpointError(f"{sp}: not a readable sentencepiece model ({_one_line(exc)})") from None
+            except Exception as exc:  # noqa: BLE001 - it raises OSError or RuntimeError by version
+                raise CheckpointError(
+                    f"{sp}: not a readable sentencepiece model ({_one_line(exc)})"
+                ) from None
             return Tokenizer(lambda s: [1] + proc.encode(s), lambda ids: proc.decode(ids), str(sp))
     found = tj if tj.is_file() else sp
     warnings.warn(

@@ -47,7 +47,7 @@ _DEFAULTS: dict[str, Any] = {
 }
 
 
-def derive_intermediate_size(hidden_size: int, hidden_ratio: int | float | None) -> int:
+def derive_intermediate_size(hidden_size: int, hidden_ratio: float | None) -> int:
     """The reference formula: ``I = 256 * ceil(int(d * hidden_ratio * 2 / 3) / 256)``.
 
     ``hidden_ratio=None`` means 4, as in the reference MLP."""
@@ -151,7 +151,11 @@ class HGRNBitConfig:
             raise bad("rms_norm_eps", "must be a positive number")
         if self.quantization_config is not None:
             qc = self.quantization_config
-            if not isinstance(qc, dict) or qc.get("quant_method") != "mmfc-ternary" or qc.get("weights") != "int8-trits":
+            if (
+                not isinstance(qc, dict)
+                or qc.get("quant_method") != "mmfc-ternary"
+                or qc.get("weights") != "int8-trits"
+            ):
                 raise bad(
                     "quantization_config",
                     'mmfc reads only {"quant_method": "mmfc-ternary", "weights": "int8-trits"} (or none)',
@@ -175,7 +179,7 @@ class HGRNBitConfig:
 
     # ------------------------------------------------------------------ (de)serialization
     @classmethod
-    def from_dict(cls, data: dict[str, Any], source: str = "config.json") -> "HGRNBitConfig":
+    def from_dict(cls, data: dict[str, Any], source: str = "config.json") -> HGRNBitConfig:
         """A validated config from a ``config.json`` object; unknown keys go to :attr:`extra` (deep-copied).
 
         Raises :class:`ConfigError` ``"<source>: key=value: why"``."""
@@ -192,7 +196,7 @@ class HGRNBitConfig:
             raise ConfigError(f"{source}: {exc}") from None
 
     @classmethod
-    def from_json_file(cls, path: str | Path) -> "HGRNBitConfig":
+    def from_json_file(cls, path: str | Path) -> HGRNBitConfig:
         """Read and validate one ``config.json``; every error is a :class:`ConfigError` naming ``path``."""
         path = Path(path)
         try:
@@ -206,7 +210,7 @@ class HGRNBitConfig:
         return cls.from_dict(data, source=str(path))
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path) -> "HGRNBitConfig":
+    def from_pretrained(cls, directory: str | Path) -> HGRNBitConfig:
         """The config of a checkpoint directory (its ``config.json``)."""
         return cls.from_json_file(Path(directory) / "config.json")
 
@@ -240,7 +244,7 @@ class HGRNBitConfig:
         finally:
             tmp.unlink(missing_ok=True)
 
-    def replace(self, **changes: Any) -> "HGRNBitConfig":
+    def replace(self, **changes: Any) -> HGRNBitConfig:
         """A copy with some fields changed (``intermediate_size`` re-derived unless given)."""
         data = self.to_dict()
         if "intermediate_size" not in changes and self._intermediate_size_raw is None:

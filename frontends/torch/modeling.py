@@ -24,7 +24,6 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from mmfc.dialects.diagnostics import UserError
 from mmfc.frontends.torch import numerics as tn
 from mmfc.frontends.torch.config import HGRNBitConfig, preset_config
 
@@ -427,8 +426,3 @@ def init_random_(model: nn.Module, seed: int, std: float = 0.05) -> nn.Module:
         if name.endswith("lower_bounds"):
             p.copy_(torch.randn(p.shape, generator=gen))
     return model
-
-
-def check_token_ids(input_ids: torch.Tensor, vocab_size: int) -> None:
-    if input_ids.numel() and (int(input_ids.min()) < 0 or int(input_ids.max()) >= vocab_size):
-        raise UserError(f"token id out of range: ids must lie in [0, {vocab_size})")

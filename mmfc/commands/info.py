@@ -137,8 +137,8 @@ def render(facts: dict[str, Any]) -> str:
         )
         tokenizer = "tokenizer found" if src["tokenizer"] else "no tokenizer (prompts as --prompt-ids)"
         lines.append(
-            f"checkpoint: {src['checkpoint']}  {kind}, "
-            f"{format_bytes(src['safetensors_bytes'])} of safetensors, {tokenizer}"
+            f"checkpoint: {src['checkpoint']}\n"
+            f"  {kind}, {format_bytes(src['safetensors_bytes'])} of safetensors, {tokenizer}"
         )
     return "\n".join(lines)
 

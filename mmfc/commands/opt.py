@@ -12,9 +12,9 @@ the input is one line ``FILE:LINE:COL: message`` (``<stdin>`` for stdin) and exi
 verified after every pass. ``-o`` writes atomically: all of the output or nothing.
 
 ``--split-input-file`` treats each ``// -----`` separated chunk as its own module (line numbers stay
-those of the whole file); ``--verify-diagnostics`` prints a chunk's verifier or pass diagnostic to
-stdout instead of failing (exit 0), and ``--parsing-diagnostics`` does the same for parse errors, so
-that a filecheck test can check the message.
+those of the whole file); ``--verify-diagnostics`` prints a chunk's verifier or pass diagnostic in
+place of its IR instead of failing (exit 0), and ``--parsing-diagnostics`` does the same for parse
+errors, so that a filecheck test can check the message.
 """
 
 from __future__ import annotations
@@ -48,18 +48,24 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="parse, verify, transform and print IR (mlir-opt style)",
         description=(__doc__ or "").split("\n\n")[0],
     )
-    p.add_argument("input", nargs="?", default="-", metavar="FILE", help="input .mlir file ('-' or none: stdin)")
-    p.add_argument("-p", "--passes", default="", metavar="PIPELINE", help="pass pipeline, e.g. 'cse,canonicalize'")
+    p.add_argument(
+        "input", nargs="?", default="-", metavar="FILE", help="input .mlir file ('-' or none: stdin)"
+    )
+    p.add_argument(
+        "-p", "--passes", default="", metavar="PIPELINE", help="pass pipeline, e.g. 'cse,canonicalize'"
+    )
     p.add_argument("-o", "--output", metavar="OUT", help="write the IR here (atomically) instead of stdout")
     p.add_argument("--print-op-generic", action="store_true", help="print operations in the generic form")
     p.add_argument("--split-input-file", action="store_true", help="process each '// -----' chunk on its own")
     p.add_argument(
         "--verify-diagnostics",
         action="store_true",
-        help="print verifier and pass diagnostics on stdout and exit 0",
+        help="print a verifier or pass diagnostic in place of the IR and exit 0",
     )
     p.add_argument(
-        "--parsing-diagnostics", action="store_true", help="print parse diagnostics on stdout and exit 0"
+        "--parsing-diagnostics",
+        action="store_true",
+        help="print a parse diagnostic in place of the IR and exit 0",
     )
     p.add_argument(
         "--allow-unregistered-dialect", action="store_true", help="parse unknown operations generically"
@@ -69,7 +75,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         type=float,
         default=None,
         metavar="SECONDS",
-        help="stop parsing after this long (default: scaled by input size; 0: no limit)",
+        help="give up parsing after this long (default: a few seconds, more for large inputs; 0: no limit)",
     )
     p.add_argument("--print-ir-after-all", action="store_true", help="print the IR after each pass on stderr")
     p.add_argument("--timing", action="store_true", help="print the time each step took on stderr")
@@ -102,9 +108,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _process_chunk(
-    ctx: "Context",
+    ctx: Context,
     args: argparse.Namespace,
-    passes: "list[ModulePass]",
+    passes: list[ModulePass],
     name: str,
     chunk: str,
     line_offset: int,
@@ -141,10 +147,10 @@ def _process_chunk(
 
 
 def _apply_passes(
-    ctx: "Context",
-    module: "ModuleOp",
-    source: "SourceMap",
-    passes: "list[ModulePass]",
+    ctx: Context,
+    module: ModuleOp,
+    source: SourceMap,
+    passes: list[ModulePass],
     args: argparse.Namespace,
     timings: list[tuple[str, float]],
 ) -> None:
@@ -188,7 +194,9 @@ def read_input(path: str) -> tuple[str, str]:
     except UnicodeDecodeError as exc:
         # report at the character where the bad bytes start
         text = data[: exc.start].decode("utf-8")
-        raise SourceMap(name, text).error_at(len(text), f"invalid UTF-8 (byte 0x{data[exc.start]:02x})") from None
+        raise SourceMap(name, text).error_at(
+            len(text), f"invalid UTF-8 (byte 0x{data[exc.start]:02x})"
+        ) from None
 
 
 def split_input(text: str) -> list[tuple[str, int]]:
@@ -204,7 +212,7 @@ def split_input(text: str) -> list[tuple[str, int]]:
     return chunks
 
 
-def print_module(ctx: "Context", module: "ModuleOp", *, generic: bool = False) -> str:
+def print_module(ctx: Context, module: ModuleOp, *, generic: bool = False) -> str:
     """The module as MLIR text (xdsl-opt's form: the op, dialect metadata, then a newline)."""
     from xdsl.printer import Printer
 
@@ -216,7 +224,7 @@ def print_module(ctx: "Context", module: "ModuleOp", *, generic: bool = False) -
     return out.getvalue()
 
 
-def relocate_store_path(module: "ModuleOp", src: Path | None, dst: Path) -> None:
+def relocate_store_path(module: ModuleOp, src: Path | None, dst: Path) -> None:
     """Keep the weight-store path of ``module`` valid when IR read from ``src`` is written to ``dst``.
 
     The ``mmfc.weights`` module attribute names the store relative to the ``.mlir`` file; writing the IR

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from mmfc.dialects.diagnostics import ConfigError, UserError
 from mmfc.frontends.torch import HGRNBitConfig, derive_intermediate_size, preset_config
 

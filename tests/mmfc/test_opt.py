@@ -7,7 +7,6 @@ bounded time on the input that hangs xDSL 0.75) also run the installed ``mmfc`` 
 from __future__ import annotations
 
 import io
-import os
 import re
 import subprocess
 import sys
@@ -110,7 +109,9 @@ def set_stdin(monkeypatch: pytest.MonkeyPatch, text: str) -> None:
 
 
 @pytest.mark.parametrize("text", [FUNC_ARITH, TENSOR_FUNC], ids=["func-arith", "tensor"])
-def test_print_parse_print_is_a_fixed_point(tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str) -> None:
+def test_print_parse_print_is_a_fixed_point(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str
+) -> None:
     rc, first, err = run_cli(["opt", str(write(tmp_path, text))], capsys)
     assert rc == 0 and err == ""
     assert first.startswith("builtin.module {")
@@ -122,7 +123,9 @@ def test_print_parse_print_is_a_fixed_point(tmp_path: Path, capsys: pytest.Captu
         assert text.count(op) == first.count(op)
 
 
-def test_generic_form_round_trips_to_the_same_custom_form(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_generic_form_round_trips_to_the_same_custom_form(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     rc, custom, _ = run_cli(["opt", str(write(tmp_path, FUNC_ARITH))], capsys)
     rc_g, generic, _ = run_cli(["opt", str(write(tmp_path, FUNC_ARITH)), "--print-op-generic"], capsys)
     assert rc == rc_g == 0
@@ -142,7 +145,9 @@ def test_stdin_dash_and_no_file_read_stdin(
         assert (rc, err) == (0, "") and out == expected
 
 
-def test_stdin_errors_are_named_stdin(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_stdin_errors_are_named_stdin(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     set_stdin(monkeypatch, VERIFY_FAILURE)
     d = diagnostic(*run_cli(["opt"], capsys))
     assert (d["file"], d["line"], d["col"]) == ("<stdin>", "3", "3")
@@ -207,8 +212,12 @@ def test_output_file_is_untouched_on_error(tmp_path: Path, capsys: pytest.Captur
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mlir", "out.mlir"]  # no temp file left
 
 
-def test_output_into_missing_folder_is_a_user_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    rc, out, err = run_cli(["opt", str(write(tmp_path, FUNC_ARITH)), "-o", str(tmp_path / "no" / "o.mlir")], capsys)
+def test_output_into_missing_folder_is_a_user_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rc, out, err = run_cli(
+        ["opt", str(write(tmp_path, FUNC_ARITH)), "-o", str(tmp_path / "no" / "o.mlir")], capsys
+    )
     assert rc == 2 and out == "" and err.startswith("mmfc: error:") and "does not exist" in err
 
 
@@ -241,7 +250,9 @@ def test_unknown_op_points_at_its_name(tmp_path: Path, capsys: pytest.CaptureFix
     assert "unknown operation 'mystery.op'" in d["message"]
 
 
-def test_verifier_failure_is_reported_at_the_ops_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_verifier_failure_is_reported_at_the_ops_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     path = write(tmp_path, VERIFY_FAILURE)
     d = diagnostic(*run_cli(["opt", str(path)], capsys))
     assert (d["file"], d["line"], d["col"]) == (str(path), "3", "3")
@@ -257,7 +268,10 @@ def test_verifier_failure_of_a_terminator(tmp_path: Path, capsys: pytest.Capture
 def test_unknown_pass_lists_close_names(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     rc, out, err = run_cli(["opt", str(write(tmp_path, FUNC_ARITH)), "-p", "cse,canonicalise"], capsys)
     assert rc == 2 and out == "" and "Traceback" not in err
-    assert err.strip() == "mmfc: error: unknown pass 'canonicalise' (did you mean canonicalize, canonicalize-dmp?)"
+    assert (
+        err.strip()
+        == "mmfc: error: unknown pass 'canonicalise' (did you mean canonicalize, canonicalize-dmp?)"
+    )
 
 
 def test_pipeline_syntax_error_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -279,7 +293,9 @@ def test_invalid_utf8_is_a_positioned_diagnostic(tmp_path: Path, capsys: pytest.
     assert (d["line"], d["col"]) == ("2", "3") and "UTF-8" in d["message"]
 
 
-def test_split_input_file_keeps_whole_file_line_numbers(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_split_input_file_keeps_whole_file_line_numbers(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     text = FUNC_ARITH + "// -----\n" + VERIFY_FAILURE
     path = write(tmp_path, text)
     d = diagnostic(*run_cli(["opt", str(path), "--split-input-file"], capsys))
@@ -298,7 +314,9 @@ def test_parsing_diagnostics_prints_parse_errors(tmp_path: Path, capsys: pytest.
     assert (rc, err) == (0, "") and out.startswith(f"{path}:1:")
 
 
-def test_pass_diagnostic_is_positioned(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_pass_diagnostic_is_positioned(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A pass that raises OpError is reported at the op's position (what mmfc's own checkers will use)."""
     from mmfc import pipeline
     from mmfc.dialects.source import OpError
@@ -331,7 +349,9 @@ def test_hang_input_ends_with_a_diagnostic(tmp_path: Path, capsys: pytest.Captur
 
 def test_hang_input_in_a_subprocess(tmp_path: Path) -> None:
     path = write(tmp_path, HANG_INPUT)
-    proc = subprocess.run(mmfc_command() + ["opt", str(path)], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        mmfc_command() + ["opt", str(path)], capture_output=True, text=True, timeout=60, check=False
+    )
     assert proc.returncode == 2 and proc.stdout == "" and "Traceback" not in proc.stderr
     assert proc.stderr.strip().startswith(f"mmfc: error: {path}:1:37: ")
 
@@ -352,12 +372,15 @@ def test_time_limit_stops_a_runaway_parse(tmp_path: Path) -> None:
         """
     )
     start = time.monotonic()
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
     elapsed = time.monotonic() - start
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr and proc.stdout == ""
     assert re.fullmatch(
-        rf"mmfc: error: {re.escape(str(path))}:1:37: parsing exceeded the time limit of 0.5 s .*\n", proc.stderr
+        rf"mmfc: error: {re.escape(str(path))}:1:37: parsing exceeded the time limit of 0.5 s .*\n",
+        proc.stderr,
     ), proc.stderr
     assert elapsed < 30  # 0.5 s of parsing plus interpreter start-up
 
@@ -365,14 +388,25 @@ def test_time_limit_stops_a_runaway_parse(tmp_path: Path) -> None:
 def test_help_lists_the_flags(capsys: pytest.CaptureFixture[str]) -> None:
     rc, out, _ = run_cli(["opt", "--help"], capsys)
     assert rc == 0
-    for flag in ("-p", "-o", "--print-op-generic", "--verify-diagnostics", "--split-input-file", "--parse-timeout"):
+    for flag in (
+        "-p",
+        "-o",
+        "--print-op-generic",
+        "--verify-diagnostics",
+        "--split-input-file",
+        "--parse-timeout",
+    ):
         assert flag in out
 
 
 def test_no_traceback_from_the_installed_script(tmp_path: Path) -> None:
     for text in (VERIFY_FAILURE, "func.func @f( {\n", "%0 = mystery.op : i32\n"):
         proc = subprocess.run(
-            mmfc_command() + ["opt", str(write(tmp_path, text))], capture_output=True, text=True, timeout=60
+            mmfc_command() + ["opt", str(write(tmp_path, text))],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
         )
         assert proc.returncode == 2 and "Traceback" not in proc.stderr
         assert DIAGNOSTIC.match(proc.stderr.strip()), proc.stderr
@@ -380,10 +414,16 @@ def test_no_traceback_from_the_installed_script(tmp_path: Path) -> None:
 
 def test_opt_does_not_import_torch(tmp_path: Path) -> None:
     path = write(tmp_path, FUNC_ARITH)
-    script = (
-        "import sys\nfrom mmfc.cli import main\nrc = main(['opt', %r, '-p', 'cse'])\n"
-        "assert 'torch' not in sys.modules, 'torch was imported'\nraise SystemExit(rc)\n" % str(path)
+    script = textwrap.dedent(
+        f"""
+        import sys
+        from mmfc.cli import main
+        rc = main(["opt", {str(path)!r}, "-p", "cse"])
+        assert "torch" not in sys.modules, "torch was imported"
+        raise SystemExit(rc)
+        """
     )
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
-                          env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
     assert proc.returncode == 0, proc.stderr
