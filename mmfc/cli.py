@@ -19,6 +19,7 @@ SUBCOMMANDS: dict[str, str] = {
     "info": "info",
     "opt": "opt",
     "generate": "generate",
+    "run": "run",
 }
 
 EXIT_USER_ERROR = 2

@@ -1,0 +1,42 @@
+"""The reference interpreter: numpy semantics of every ``ternary`` op through xDSL's interpreter.
+
+* :class:`InterpRunner` runs a module's functions on numpy inputs (``run``, and ``prefill`` /
+  ``decode_step`` / ``generate`` for modules made by ``dialects.builder.build_model``);
+* :class:`TernaryFunctions` are the op implementations (each calls ``mmfc.dialects.numerics``);
+  :func:`make_interpreter` registers them on an xDSL ``Interpreter``;
+* the debug mode (:mod:`.trace`): ``trace=`` callbacks receive an :class:`OpRecord` per op / kernel,
+  :class:`DumpWriter` (``debug_dump_dir=``) writes ``NNN_<op>.npy`` files, :func:`first_difference`
+  finds the first op where two traces differ.
+
+``mmfc run FILE.mlir --entry NAME --input a.npy ...`` is the command-line face of this package.
+"""
+
+from mmfc.backends.interp.errors import InterpError
+from mmfc.backends.interp.functions import KernelProgram, TernaryFunctions, supported_op_types
+from mmfc.backends.interp.runner import InterpRunner, make_interpreter, run_module
+from mmfc.backends.interp.trace import (
+    Difference,
+    DumpWriter,
+    Monitor,
+    OpRecord,
+    TraceRecorder,
+    first_difference,
+    load_dump,
+)
+
+__all__ = [
+    "Difference",
+    "DumpWriter",
+    "InterpError",
+    "InterpRunner",
+    "KernelProgram",
+    "Monitor",
+    "OpRecord",
+    "TernaryFunctions",
+    "TraceRecorder",
+    "first_difference",
+    "load_dump",
+    "make_interpreter",
+    "run_module",
+    "supported_op_types",
+]

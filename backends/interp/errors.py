@@ -13,9 +13,11 @@ class InterpError(UserError):
     op the interpreter does not know.
 
     ``op`` is the operation that failed (None when not known): the CLI reports the error at its
-    position in the ``.mlir`` file. The message itself is one line and names the op.
+    position in the ``.mlir`` file. ``input_index``: the caller's input at fault, when one is (the CLI
+    names its file). The message itself is one line.
     """
 
-    def __init__(self, message: str, op: Operation | None = None) -> None:
+    def __init__(self, message: str, op: Operation | None = None, *, input_index: int | None = None) -> None:
         super().__init__(message)
         self.op = op
+        self.input_index = input_index
