@@ -216,12 +216,14 @@ def build_block(
     return fb.insert(T.AddOp(res.sum, out)).result, h_last
 
 
-def layer_lower_bounds(fb: FuncBuilder, config: ModelConfig) -> list[SSAValue | None]:
+def layer_lower_bounds(
+    fb: FuncBuilder, config: ModelConfig, sym: str = "model.lower_bounds"
+) -> list[SSAValue | None]:
     """``lower_bounds(model.lower_bounds)`` once, then one ``ternary.row`` per layer."""
     n, d = config.num_hidden_layers, config.hidden_size
     if not config.use_lower_bound:
         return [None] * n
-    param = fb.float_weight("model.lower_bounds", (n, d))
+    param = fb.float_weight(sym, (n, d))
     lbs = fb.insert(T.LowerBoundsOp(param)).result
     return [fb.insert(T.RowOp(lbs, layer)).result for layer in range(n)]
 
@@ -259,10 +261,15 @@ def build_model(
     dtypes: Mapping[str, str] | None = None,
     entries: Sequence[str] = ("prefill", "decode_step"),
     store: str | None = None,
+    head: bool = True,
+    prefix: str = "model.",
 ) -> ModuleOp:
     """The whole causal LM: ``prefill`` and ``decode_step`` (see module docstring).
 
-    ``store`` sets the module's weight-store attribute (``mmfc.weights``) when given.
+    ``store`` sets the module's weight-store attribute (``mmfc.weights``) when given. ``head=False``
+    builds the backbone alone (``HGRNBitModel``: the entries return the final-normed hidden states);
+    ``prefix`` is the backbone's tensor-name prefix (``"model."`` in a causal LM, ``""`` for a bare
+    ``HGRNBitModel``'s state dict).
     """
     n, d, v = config.num_hidden_layers, config.hidden_size, config.vocab_size
     inter = int(config.intermediate_size or 0)
@@ -271,15 +278,15 @@ def build_model(
     state_names = [f"h{layer}" for layer in range(n)]
 
     def body(fb: FuncBuilder, ids: SSAValue, mask: SSAValue | None, states: Sequence[SSAValue]) -> list[SSAValue]:
-        table = fb.float_weight("model.embeddings.weight", (v, d))
+        table = fb.float_weight(f"{prefix}embeddings.weight", (v, d))
         x = fb.insert(T.EmbeddingOp(table, ids)).result
-        lbs = layer_lower_bounds(fb, config)
+        lbs = layer_lower_bounds(fb, config, f"{prefix}lower_bounds")
         new_states = []
         for layer in range(n):
-            x, h = build_block(fb, x, f"model.layers.{layer}", inter, lbs[layer], mask, states[layer], eps)
+            x, h = build_block(fb, x, f"{prefix}layers.{layer}", inter, lbs[layer], mask, states[layer], eps)
             new_states.append(h)
-        x = build_rmsnorm(fb, x, "model.norm.weight", eps)
-        return [build_bitlinear(fb, x, "lm_head", v), *new_states]
+        x = build_rmsnorm(fb, x, f"{prefix}norm.weight", eps)
+        return [build_bitlinear(fb, x, "lm_head", v) if head else x, *new_states]
 
     funcs = []
     if "prefill" in entries:

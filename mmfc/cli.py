@@ -17,6 +17,7 @@ from mmfc.dialects.diagnostics import UserError
 #: subcommand name -> module under mmfc.commands (imported only when that subcommand runs or is listed)
 SUBCOMMANDS: dict[str, str] = {
     "info": "info",
+    "import": "import_model",
     "opt": "opt",
     "generate": "generate",
     "run": "run",

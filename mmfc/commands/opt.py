@@ -27,6 +27,7 @@ import tempfile
 import time
 from io import StringIO
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING
 
 from mmfc.dialects.diagnostics import UserError
@@ -129,6 +130,8 @@ def _process_chunk(
             return f"{exc}\n"
         raise
     timings.append(("parse", time.perf_counter() - start))
+    src = None if args.input == "-" else Path(args.input)
+    record_source_path(module, src)
     try:
         start = time.perf_counter()
         verify_module(module, source)
@@ -139,7 +142,7 @@ def _process_chunk(
             return f"{exc}\n"
         raise
     if args.output:
-        relocate_store_path(module, None if args.input == "-" else Path(args.input), Path(args.output))
+        relocate_store_path(module, src, Path(args.output))
     start = time.perf_counter()
     printed = print_module(ctx, module, generic=args.print_op_generic)
     timings.append(("print", time.perf_counter() - start))
@@ -224,6 +227,25 @@ def print_module(ctx: Context, module: ModuleOp, *, generic: bool = False) -> st
     return out.getvalue()
 
 
+def _weights_module() -> ModuleType | None:
+    """``mmfc.dialects.weights``, or None while the weight store does not exist."""
+    try:
+        from mmfc.dialects import weights
+    except ModuleNotFoundError as exc:
+        if exc.name == "mmfc.dialects.weights":
+            return None
+        raise
+    return weights
+
+
+def record_source_path(module: ModuleOp, src: Path | None) -> None:
+    """Tell the weight store which file ``module`` was parsed from (None: stdin), so that a pass
+    resolving the ``mmfc.weights`` path resolves it against that file's folder. Opens nothing."""
+    weights = _weights_module()
+    if weights is not None and hasattr(weights, "set_mlir_path"):
+        weights.set_mlir_path(module, src)
+
+
 def relocate_store_path(module: ModuleOp, src: Path | None, dst: Path) -> None:
     """Keep the weight-store path of ``module`` valid when IR read from ``src`` is written to ``dst``.
 
@@ -232,15 +254,9 @@ def relocate_store_path(module: ModuleOp, src: Path | None, dst: Path) -> None:
     the working directory). Delegates to ``mmfc.dialects.weights.relocate(module, src, dst)`` when the
     weight store exists; until then this is a no-op.
     """
-    try:
-        from mmfc.dialects import weights
-    except ModuleNotFoundError as exc:
-        if exc.name == "mmfc.dialects.weights":
-            return
-        raise
-    relocate = getattr(weights, "relocate", None)
-    if relocate is not None:
-        relocate(module, src, dst)
+    weights = _weights_module()
+    if weights is not None and hasattr(weights, "relocate"):
+        weights.relocate(module, src, dst)
 
 
 def write_text_atomic(path: Path, text: str) -> None:

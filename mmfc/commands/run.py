@@ -1,0 +1,158 @@
+"""``mmfc run FILE.mlir --entry NAME --input a.npy [--input b.npy ...] [-o DIR]``: run IR with numpy.
+
+Parses and verifies ``FILE.mlir`` (``-``: stdin), opens its weight store (the module's ``mmfc.weights``
+path, relative to the file), runs function ``@NAME`` in the reference interpreter
+(``mmfc.backends.interp``) on the ``.npy`` inputs (one per argument, in order), writes the results to
+``DIR/out0.npy``, ``DIR/out1.npy``, ... (default: the current directory; all files or none) and prints
+one line per result: file, dtype, shape, IR type. ``--entry`` may be left out when the module has one
+function.
+
+``--dump-dir DIR`` is the debug mode: each op's (each kernel's) results go to ``DIR/NNN_<op>.npy`` with
+an index in ``DIR/trace.jsonl`` (``--trace-kernel-bodies`` adds every op inside a kernel, per program).
+
+Every mistake is one line and exit code 2: a missing or unreadable ``.npy``, a wrong number of inputs,
+an input of the wrong rank, shape or dtype, an unknown entry, IR that does not parse or verify, a
+missing weight store, and problems found while running (``FILE:LINE:COL`` of the op, e.g. a token id
+out of range or a weight whose stored shape differs from the IR).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mmfc.dialects.diagnostics import UserError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:  # type: ignore[type-arg]
+    p = subparsers.add_parser(
+        "run",
+        help="run a function of an .mlir file with the numpy reference interpreter",
+        description=(__doc__ or "").split("\n\n")[0],
+    )
+    p.add_argument("input_file", metavar="FILE", help="input .mlir file ('-': stdin)")
+    p.add_argument("--entry", metavar="NAME", help="function to run (optional when the module has one)")
+    p.add_argument(
+        "--input", dest="inputs", action="append", default=[], metavar="FILE.npy",
+        help="one argument of the function, in order (repeat the flag)",
+    )
+    p.add_argument("-o", "--output-dir", default=".", metavar="DIR", help="where out0.npy ... go (default: .)")
+    p.add_argument("--dump-dir", metavar="DIR", help="debug mode: write every op's results to DIR/NNN_<op>.npy")
+    p.add_argument(
+        "--trace-kernel-bodies", action="store_true", help="with --dump-dir: also the ops inside kernels, per program"
+    )
+    p.add_argument("--parse-timeout", type=float, default=None, metavar="SECONDS", help="stop parsing after this long")
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    from mmfc.commands.opt import read_input
+    from mmfc.dialects.context import mmfc_context
+    from mmfc.dialects.source import parse_module, verify_module
+
+    name, text = read_input(args.input_file)
+    arrays = [load_npy(path) for path in args.inputs]  # file mistakes before the (slower) parse
+    module, source = parse_module(mmfc_context(), text, name, time_limit_s=args.parse_timeout)
+    verify_module(module, source)
+    mlir_path = None if args.input_file == "-" else Path(args.input_file)
+
+    from mmfc.backends.interp import InterpError, InterpRunner
+
+    runner = InterpRunner(module, mlir_path=mlir_path, verify=False, trace_kernel_bodies=args.trace_kernel_bodies)
+    entry = args.entry or _only_entry(runner, name)
+    try:
+        results = runner.run(entry, *arrays, dump_dir=args.dump_dir)
+    except InterpError as exc:
+        if exc.input_index is not None and exc.input_index < len(args.inputs):
+            raise UserError(f"{args.inputs[exc.input_index]}: {exc}") from None
+        if exc.op is not None:
+            raise source.error_at(exc.op, str(exc)) from None
+        raise
+    except UserError as exc:  # e.g. a tensor missing from the store: say which op wanted it
+        op = runner.monitor.failing_op()
+        if op is not None:
+            raise source.error_at(op, str(exc)) from None
+        raise
+    out_types = runner.function(entry).function_type.outputs.data
+    files = write_outputs(Path(args.output_dir), results)
+    for path, value, t in zip(files, results, out_types):
+        shape = "x".join(str(d) for d in value.shape) or "scalar"
+        sys.stdout.write(f"{path}: {value.dtype} [{shape}] ({t})\n")
+    return 0
+
+
+def _only_entry(runner: Any, name: str) -> str:
+    entries = runner.entries()
+    if len(entries) == 1:
+        return entries[0]
+    have = ", ".join(f"@{e}" for e in entries) or "none"
+    raise UserError(f"{name}: say which function to run with --entry NAME (functions: {have})")
+
+
+def load_npy(path: str) -> "np.ndarray":
+    """Read one ``.npy`` file (never a pickle); every problem is a one-line UserError naming it."""
+    import numpy as np
+
+    try:
+        value = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise UserError(f"{path}: is a directory, not a .npy file") from None
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except ValueError as exc:  # not a .npy file, a pickled object array, a truncated file
+        raise UserError(f"{path}: not a readable .npy array ({str(exc).splitlines()[0]})") from None
+    if not isinstance(value, np.ndarray):  # an .npz archive
+        raise UserError(f"{path}: an .npz archive; give one array per --input as .npy")
+    return value
+
+
+def write_outputs(directory: Path, results: "list[np.ndarray]") -> list[Path]:
+    """Write ``out{i}.npy`` into ``directory`` (created if missing): every file or none.
+
+    Each array goes to a temporary file beside its target first; only when all are written are they
+    renamed into place (a failure removes the temporary files and leaves earlier outputs as they were).
+    """
+    import numpy as np
+
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"{directory}: cannot create the output folder: {exc.strerror or exc}") from None
+    if not directory.is_dir():
+        raise UserError(f"{directory}: not a folder")
+    targets = [directory / f"out{i}.npy" for i in range(len(results))]
+    umask = os.umask(0)
+    os.umask(umask)
+    mode = 0o666 & ~umask
+    temps: list[str] = []
+    try:
+        for target, value in zip(targets, results):
+            fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
+            temps.append(tmp)
+            with os.fdopen(fd, "wb") as f:
+                np.save(f, value, allow_pickle=False)
+            os.chmod(tmp, mode)  # mkstemp makes 0600; give the file the mode a plain open() would
+        for target in targets:
+            if target.is_dir():
+                raise UserError(f"{target}: is a directory")
+        for tmp, target in zip(temps, targets):
+            os.replace(tmp, target)
+        temps = []
+    except OSError as exc:
+        raise UserError(f"{directory}: cannot write the results: {exc.strerror or exc}") from None
+    finally:
+        for tmp in temps:
+            Path(tmp).unlink(missing_ok=True)
+    return targets
+
+
+__all__ = ["add_parser", "load_npy", "run", "write_outputs"]
