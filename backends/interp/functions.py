@@ -246,7 +246,7 @@ class TernaryFunctions(InterpreterFunctions):
     def run_lower_bound(self, interpreter: Interpreter, op: T.LowerBoundOp, args: PythonValues) -> PythonValues:
         x, lb = args
         _same_shape(op, "lower bound", lb, (x.shape[-1],), "the last dim of x")
-        return (x,)
+        return (nm.lower_bound(x, lb),)
 
     @impl(T.GateNormOp)
     def run_gate_norm(self, interpreter: Interpreter, op: T.GateNormOp, args: PythonValues) -> PythonValues:

@@ -32,6 +32,7 @@ from xdsl.dialects.builtin import ModuleOp
 from xdsl.interpreter import Interpreter
 from xdsl.interpreters.func import FuncFunctions
 
+from mmfc.dialects.diagnostics import UserError
 from mmfc.dialects.weights import WeightStore, resolve_store, set_mlir_path
 from mmfc.backends.interp.errors import InterpError
 from mmfc.backends.interp.functions import TernaryFunctions, supported_op_types
@@ -66,7 +67,8 @@ class InterpRunner:
     ``mlir_path`` when given, else to the path recorded by ``set_mlir_path``, else the current
     directory; a module without the attribute has no weights). ``verify``: verify the module first.
     ``check_coverage``: check that each kernel's programs write every result element exactly once.
-    ``trace``, ``trace_kernel_bodies``, ``debug_dump_dir``: the debug mode (module docstring).
+    ``trace``, ``trace_kernel_bodies``, ``trace_weights``, ``debug_dump_dir``: the debug mode (module
+    docstring; ``trace_weights`` also records each ``ternary.weight`` read).
     """
 
     def __init__(
@@ -79,6 +81,7 @@ class InterpRunner:
         check_coverage: bool = True,
         trace: TraceCallback | Sequence[TraceCallback] = (),
         trace_kernel_bodies: bool = False,
+        trace_weights: bool = False,
         debug_dump_dir: str | Path | None = None,
     ) -> None:
         if verify:
@@ -94,6 +97,7 @@ class InterpRunner:
         self.interpreter, self.functions, self.monitor = make_interpreter(
             module, store, check_coverage=check_coverage, trace_kernel_bodies=trace_kernel_bodies
         )
+        self.monitor.trace_weights = trace_weights
         self.runs = 0
         self._checked: set[str] = set()
 
@@ -146,9 +150,13 @@ class InterpRunner:
         self.monitor.reset(callbacks)
         try:
             results = self.interpreter.call_op(fn, args)
-        except InterpError as exc:
-            if exc.op is None:
+        except UserError as exc:
+            if isinstance(exc, InterpError) and exc.op is None:
                 exc.op = self.monitor.failing_op()
+            # xDSL notes the whole module, printed, on an exception raised inside an op: noise for a
+            # user's mistake (internal errors keep it, to debug with)
+            if hasattr(exc, "__notes__"):
+                del exc.__notes__
             raise
         finally:
             self.functions.programs.clear()
@@ -158,7 +166,8 @@ class InterpRunner:
         name = fn.sym_name.data
         types = fn.function_type.inputs.data
         if len(inputs) != len(types):
-            raise InterpError(f"@{name} takes {len(types)} inputs ({_listing(types)}), got {len(inputs)}")
+            noun = "input" if len(types) == 1 else "inputs"
+            raise InterpError(f"@{name} takes {len(types)} {noun} ({_listing(types)}), got {len(inputs)}")
         args = []
         for i, (v, t) in enumerate(zip(inputs, types)):
             v, problem = coerce_input(v, t)

@@ -81,6 +81,11 @@ def describe_value(v: Any) -> str:
     return f"{type(v).__name__} object"
 
 
+def _a(dtype: np.dtype) -> str:
+    """``a float32`` / ``an int64``."""
+    return f"{'an' if str(dtype)[0] in 'aeiou' else 'a'} {dtype}"
+
+
 def _dims_str(shape: tuple[int, ...]) -> str:
     return "[" + ", ".join("?" if d == DYNAMIC_INDEX else str(d) for d in shape) + "]"
 
@@ -94,14 +99,14 @@ def value_problem(v: Any, t: Attribute) -> str | None:
     shape = value_shape(t)
     if shape is None:
         if not isinstance(v, np.generic | np.ndarray) or np.ndim(v) != 0:
-            return f"expected a {want_dtype} scalar, got {describe_value(v)}"
+            return f"expected {_a(want_dtype)} scalar, got {describe_value(v)}"
         if np.asarray(v).dtype != want_dtype:
-            return f"expected a {want_dtype} scalar, got {describe_value(v)}"
+            return f"expected {_a(want_dtype)} scalar, got {describe_value(v)}"
         return None
     if not isinstance(v, np.ndarray):
-        return f"expected a {want_dtype} array of shape {_dims_str(shape)}, got {describe_value(v)}"
+        return f"expected {_a(want_dtype)} array of shape {_dims_str(shape)}, got {describe_value(v)}"
     if v.dtype != want_dtype:
-        return f"expected a {want_dtype} array, got {describe_value(v)}"
+        return f"expected {_a(want_dtype)} array, got {describe_value(v)}"
     if v.ndim != len(shape):
         return f"expected {len(shape)} dims {_dims_str(shape)}, got {describe_value(v)}"
     for d, (got, want) in enumerate(zip(v.shape, shape)):

@@ -57,6 +57,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     p.add_argument("-o", "--output", metavar="OUT", help="write the IR here (atomically) instead of stdout")
     p.add_argument("--print-op-generic", action="store_true", help="print operations in the generic form")
+    p.add_argument(
+        "--store-dir",
+        metavar="DIR",
+        help="write weights that passes create here (default: next to -o; in memory on stdout)",
+    )
     p.add_argument("--split-input-file", action="store_true", help="process each '// -----' chunk on its own")
     p.add_argument(
         "--verify-diagnostics",
@@ -141,8 +146,12 @@ def _process_chunk(
         if args.verify_diagnostics:
             return f"{exc}\n"
         raise
-    if args.output:
-        relocate_store_path(module, src, Path(args.output))
+    # Where the weights go: a store a pass created in memory is written next to -o (or into
+    # --store-dir; on stdout without --store-dir it stays in memory and prints as "<memory>"); an
+    # untouched store only has its relative path rewritten for the output's folder.
+    from mmfc.dialects.weights import write_module_store
+
+    write_module_store(module, Path(args.output) if args.output else None, store_dir=args.store_dir)
     start = time.perf_counter()
     printed = print_module(ctx, module, generic=args.print_op_generic)
     timings.append(("print", time.perf_counter() - start))
@@ -244,19 +253,6 @@ def record_source_path(module: ModuleOp, src: Path | None) -> None:
     weights = _weights_module()
     if weights is not None and hasattr(weights, "set_mlir_path"):
         weights.set_mlir_path(module, src)
-
-
-def relocate_store_path(module: ModuleOp, src: Path | None, dst: Path) -> None:
-    """Keep the weight-store path of ``module`` valid when IR read from ``src`` is written to ``dst``.
-
-    The ``mmfc.weights`` module attribute names the store relative to the ``.mlir`` file; writing the IR
-    into another directory must rewrite it. ``src`` is the input file (None: stdin, paths relative to
-    the working directory). Delegates to ``mmfc.dialects.weights.relocate(module, src, dst)`` when the
-    weight store exists; until then this is a no-op.
-    """
-    weights = _weights_module()
-    if weights is not None and hasattr(weights, "relocate"):
-        weights.relocate(module, src, dst)
 
 
 def write_text_atomic(path: Path, text: str) -> None:

@@ -342,6 +342,15 @@ def test_dump_dir_and_first_difference(text_kernel: Any, tmp_path: Path) -> None
     assert first_difference(other, loaded, rtol=1e-6) is None
 
 
+def test_trace_weights_records_the_weight_reads(text_kernel: Any) -> None:
+    runner, tensors, _ = text_kernel
+    runner.monitor.trace_weights = True
+    rec = TraceRecorder()
+    runner.run("bitlinear", np.zeros((1, 1, 16), F32), trace=rec)
+    assert [r.name for r in rec.records] == ["ternary.weight"] * 3 + ["ternary.kernel", "ternary.silu"]
+    np.testing.assert_array_equal(rec.records[0].results[0], tensors["gamma"])
+
+
 def test_runner_debug_dump_dir_makes_one_folder_per_run(text_kernel: Any, tmp_path: Path) -> None:
     runner, _, _ = text_kernel
     runner.debug_dump_dir = tmp_path / "dbg"

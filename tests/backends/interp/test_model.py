@@ -139,7 +139,7 @@ def test_inputs_are_checked_against_the_signature() -> None:
     zeros = [np.zeros((1, D), np.float32)] * L
     with pytest.raises(InterpError, match="@prefill takes 4 inputs"):
         runner.run("prefill", ids, ids)
-    with pytest.raises(InterpError, match=r"input 0 \(input_ids\).*expected a int64 array, got int32"):
+    with pytest.raises(InterpError, match=r"input 0 \(input_ids\).*expected an int64 array, got int32"):
         runner.run("prefill", ids.astype(np.int32), ids, *zeros)
     with pytest.raises(InterpError, match=r"input 2 \(h0\).*expected shape \[\?, 32\]"):
         runner.run("prefill", ids, ids, np.zeros((1, 31), np.float32), zeros[1])
@@ -149,3 +149,18 @@ def test_inputs_are_checked_against_the_signature() -> None:
         runner.run("forward", ids)
     with pytest.raises(InterpError, match=r"ternary.mask: mask has shape \(1, 2\) at run time, expected \(1, 3\)"):
         runner.run("prefill", ids, ids[:, :2], *zeros)
+
+
+def test_generate_stops_at_eos_and_pads_like_pytorch() -> None:
+    """EOS ends a row (padded with ``pad_token_id`` afterwards), as PyTorch's ``generate`` does."""
+    model, runner = model_and_runner(WeightForm.FLOAT)
+    ids = np.random.default_rng(2).integers(0, V, (2, 4))
+    free = runner.generate(ids, max_new_tokens=5)
+    eos = int(free[0, 5])  # row 0's second new token: it finishes there, row 1 may go on
+    out = runner.generate(ids, max_new_tokens=5, eos_token_id=eos, pad_token_id=0)
+    ref = model.generate(torch.from_numpy(ids), max_new_tokens=5, eos_token_id=eos, pad_token_id=0)
+    # flip-aware rule: tokens equal up to each row's first low-margin step (padding compares as equal)
+    step_logits = model(ref).logits[:, 3:-1]
+    assert assert_generate_matches(out, ref, step_logits, 4) > 0
+    assert out.shape == tuple(ref.shape)
+    assert out[0, 5] == eos and np.all(out[0, 6:] == 0)

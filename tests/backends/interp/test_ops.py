@@ -145,7 +145,6 @@ def test_quant_act(data: st.DataObject) -> None:
     equal(s, want_s)
 
 
-@settings(max_examples=30)
 @given(data=st.data(), form=st.sampled_from(["trits", "2bit", "base3"]), dyn_n=st.booleans())
 def test_accum(data: st.DataObject, form: str, dyn_n: bool) -> None:
     shape, dyn = data.draw(row_shapes(max_k=23))
