@@ -335,7 +335,9 @@ def unpack_2bit(packed: np.ndarray, k: int) -> np.ndarray:
     codes = (p[..., None] >> np.array([0, 2, 4, 6], np.uint8)) & np.uint8(3)
     if np.any(codes == 3):
         raise ValueError("unpack 2bit: invalid code 0b11 in packed weights")
-    trits = np.where(codes == 2, -1, codes).astype(np.int8)
+    # int8 before the select: numpy >= 2.5 refuses a Python -1 next to a uint8 array (NEP 50)
+    codes = codes.astype(np.int8)
+    trits = np.where(codes == 2, np.int8(-1), codes)
     return trits.reshape(p.shape[0], -1)[:, :k]
 
 

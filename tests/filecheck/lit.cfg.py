@@ -35,3 +35,6 @@ for tool in ("xdsl-opt", "filecheck", "mmfc"):
         config.substitutions.append(  # noqa: F821
             (rf"(?<![\w./-]){re.escape(tool)}(?![\w./-])", path.replace("\\", "\\\\"))
         )
+
+# `%python`: the interpreter that runs lit (helper scripts beside the tests, e.g. checkpoint makers).
+config.substitutions.append(("%python", sys.executable.replace("\\", "\\\\")))  # noqa: F821
