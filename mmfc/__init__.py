@@ -17,7 +17,9 @@ _LAZY_SUBMODULES = {"models", "cli"}
 def __getattr__(name: str) -> Any:
     if name in _LAZY_SUBMODULES:
         return importlib.import_module(f"mmfc.{name}")
+    if name in ("compile", "load", "CompiledModel"):
+        return getattr(importlib.import_module("mmfc.api"), name)
     raise AttributeError(f"module 'mmfc' has no attribute {name!r}")
 
 
-__all__ = ["__version__", "models"]
+__all__ = ["__version__", "models", "compile", "load", "CompiledModel"]

@@ -18,6 +18,7 @@ from mmfc.dialects.diagnostics import UserError
 SUBCOMMANDS: dict[str, str] = {
     "info": "info",
     "import": "import_model",
+    "compile": "compile",
     "opt": "opt",
     "generate": "generate",
     "run": "run",

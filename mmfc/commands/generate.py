@@ -223,6 +223,10 @@ def run(args: argparse.Namespace) -> int:
         return _generate(args)
 
 
+def _runs_on(model: Any) -> str:
+    return str(model.device) if str(model.device).startswith("target") else f"PyTorch, {model.device}"
+
+
 def _generate(args: argparse.Namespace) -> int:
     import torch
 
@@ -298,6 +302,6 @@ def _generate(args: argparse.Namespace) -> int:
     stop = f", stopped at eos {new_ids[-1]}" if stopped_at_eos else ""
     sys.stderr.write(
         f"{len(new_ids)} new tokens{stop} | load {t['load_ms']:.0f} ms | prefill {t['prefill_ms']:.2f} ms "
-        f"({t['prefill_tokens']} prompt tokens) | {decode}  [PyTorch, {model.device}]\n"
+        f"({t['prefill_tokens']} prompt tokens) | {decode}  [{_runs_on(model)}]\n"
     )
     return 0

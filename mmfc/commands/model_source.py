@@ -31,7 +31,7 @@ CONFIG_FILE = "config.json"
 class ModelSource:
     """Where a model comes from: a checkpoint folder (``path``) or a named preset (``preset``)."""
 
-    kind: Literal["checkpoint", "preset"]
+    kind: Literal["checkpoint", "preset", "artifact"]
     path: Path | None = None
     preset: str | None = None
 
@@ -82,10 +82,10 @@ def resolve(args: argparse.Namespace) -> ModelSource:
         if not directory.is_dir():
             raise UserError(f"{directory}: no such directory")
         if (directory / MANIFEST_FILE).is_file():
-            # The hook for compiled artifacts: `mmfc compile` writes them (a later issue).
-            raise UserError(
-                f"{directory}: running compiled artifacts needs `mmfc compile` (not yet available)"
-            )
+            from mmfc.artifact import read_manifest
+
+            read_manifest(directory)  # a broken manifest fails here, before anything loads
+            return ModelSource("artifact", path=directory)
         if (directory / CONFIG_FILE).is_file():
             return ModelSource("checkpoint", path=directory)
         raise UserError(
@@ -106,13 +106,24 @@ def load_config(source: ModelSource) -> HGRNBitConfig:
         assert source.preset is not None
         return preset_config(source.preset)
     assert source.path is not None
+    if source.kind == "artifact":
+        if not (source.path / CONFIG_FILE).is_file():
+            raise UserError(f"{source.path}: this artifact has no {CONFIG_FILE} (compiled from bare IR); use `mmfc run`")
+        return HGRNBitConfig.from_pretrained(source.path)
     # ConfigError messages already name the file: "DIR/config.json: key=value: why"
     return HGRNBitConfig.from_pretrained(check_checkpoint_dir(source.path))
 
 
 def load_model(source: ModelSource, init_seed: int = 0) -> HGRNBitForCausalLM:
-    """The PyTorch model: a checkpoint loaded and validated, or a preset initialised from ``init_seed``."""
+    """The PyTorch model: a checkpoint loaded and validated, or a preset initialised from ``init_seed``;
+    for a compiled artifact, the verified ``CompiledModel`` (same ``generate``/``prefill`` API)."""
     from mmfc.frontends.torch.modeling import HGRNBitForCausalLM
+
+    if source.kind == "artifact":
+        from mmfc.api import load
+
+        assert source.path is not None
+        return load(source.path)  # type: ignore[return-value]
 
     if source.kind == "preset":
         assert source.preset is not None

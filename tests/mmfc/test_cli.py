@@ -487,7 +487,7 @@ def test_messages_name_the_problem(broken: dict[str, str], capsys: pytest.Captur
         "generate: id out of range": "1024",
         "generate: --prompt on a preset": "--prompt-ids",
         "generate: --prompt without tokenizer": "--prompt-ids",
-        "generate: compiled artifact": "mmfc compile",
+        "generate: compiled artifact": "not an mmfc artifact manifest",
         "info: missing dir": "does-not-exist",
         "generate: top-p above 1": "--top-p",
     }
