@@ -22,6 +22,7 @@ SUBCOMMANDS: dict[str, str] = {
     "opt": "opt",
     "generate": "generate",
     "run": "run",
+    "passes": "list_passes",
 }
 
 EXIT_USER_ERROR = 2

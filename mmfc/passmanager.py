@@ -32,9 +32,10 @@ What happens around each pass (in this order):
    new store. Dumps are written atomically; existing files of the same name are replaced, other files
    in ``DIR`` are left alone.
 
-``run`` expects verified IR (``mmfc opt`` verifies after parsing). ``timing`` records the wall time of
-every pass and of the verification, printing and dumping around them; callers add their own steps
-(parse, print) with :meth:`PassManager.timed`.
+``run`` expects verified IR (``mmfc opt`` verifies after parsing). The wall time of every pass and of
+the verification, printing and dumping around them is always recorded (:attr:`PassManager.timings`;
+a few ``perf_counter`` calls per pass); callers add their own steps (parse, print) with
+:meth:`PassManager.timed`, and :meth:`PassManager.print_timing` prints the table when ``timing`` is set.
 """
 
 from __future__ import annotations
@@ -172,6 +173,13 @@ class PassManager:
             yield
         finally:
             self.add_time(step, time.perf_counter() - start)
+
+    def print_timing(self) -> None:
+        """Write :meth:`timing_table` to ``out`` (stderr) when ``timing`` was asked for."""
+        if self.timing:
+            out = self.out if self.out is not None else sys.stderr
+            out.write(self.timing_table())
+            out.flush()
 
     def timing_table(self) -> str:
         """The timing report: one row per step (milliseconds, share of the total), then the total."""

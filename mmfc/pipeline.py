@@ -11,14 +11,20 @@ called only when the pass is used, so listing passes imports nothing heavy):
 A plugin may not take a name xDSL (or an earlier plugin) already has: it is skipped with a warning, so
 that one bad plugin does not stop every pipeline. Pipelines use xDSL's syntax: ``cse,canonicalize``,
 ``pass-name{option=value other=1,2}``.
+
+Named pipelines (:data:`NAMED_PIPELINES`, ``mmfc opt -O0`` / ``-O2``) are plain pipeline strings.
+:func:`describe_passes` lists passes with their options for ``mmfc passes``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import re
+import typing
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
 
 from xdsl.passes import ModulePass
@@ -29,6 +35,30 @@ from mmfc.dialects.diagnostics import UserError
 ENTRY_POINT_GROUP = "mmfc.passes"
 
 PassFactory = Callable[[], type[ModulePass]]
+
+#: optimization levels -> pipeline (``mmfc opt -O0``, ``-O2``; ``mmfc compile`` uses the same table).
+#:
+#: * ``O0``: no pass at all. The IR is parsed, verified and printed unchanged: unfused ops, weights
+#:   as the input holds them (float masters stay float masters).
+#: * ``O2``: fold the offline weight quantization into stored trits + scales, pack them 4 trits per
+#:   byte, fuse BitLinears, recurrences and GLUs into kernels, clean up with xDSL's canonicalize, cse
+#:   and dce, and finally fail if a floating-point matrix product remains (``check-matmul-free``).
+NAMED_PIPELINES: dict[str, str] = {
+    "O0": "",
+    "O2": (
+        "fold-weight-quant,pack-weights{format=2bit},fuse-bitlinear,fuse-recurrence,fuse-glu,"
+        "canonicalize,cse,dce,check-matmul-free"
+    ),
+}
+
+
+def named_pipeline(name: str) -> str:
+    """The pipeline string of ``name`` (``O2`` or ``-O2``); a ``UserError`` listing the names if unknown."""
+    key = name.lstrip("-")
+    if key not in NAMED_PIPELINES:
+        known = ", ".join(f"-{k}" for k in NAMED_PIPELINES)
+        raise UserError(f"unknown optimization level '-{key}' (known: {known})")
+    return NAMED_PIPELINES[key]
 
 
 def _entry_point_factory(ep: EntryPoint) -> PassFactory:
@@ -144,3 +174,141 @@ def _describe_spec_error(spec: str, exc: ArgSpecParseError) -> str:
     where = re.search(r":\d+:(\d+)", text)
     column = f" at column {where.group(1)}" if where else ""
     return f"invalid pass pipeline '{spec}'{column}: {message}"
+
+
+# ------------------------------------------------------------------------------------ listing
+
+
+@dataclass(frozen=True)
+class PassOption:
+    """One option of a pass: the spelling in a pipeline (``pack-weights{format=2bit}``), its type,
+    and its default (``None`` with ``required=True`` when it has none)."""
+
+    name: str
+    type: str
+    default: str | None
+    required: bool = False
+
+
+@dataclass(frozen=True)
+class PassInfo:
+    """What ``mmfc passes`` shows of one pass.
+
+    ``package``: ``xdsl`` or the distribution that registers the entry point. ``error``: why the pass
+    cannot be used (its plugin does not import, the entry point is misnamed, or xDSL already has the
+    name); ``description`` and ``options`` are then empty.
+    """
+
+    name: str
+    package: str
+    description: str = ""
+    options: tuple[PassOption, ...] = ()
+    error: str | None = None
+    origin: str = ""  # the entry point's ``module:Class`` (empty for xDSL's passes)
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "package": self.package,
+            "description": self.description,
+            "options": [dataclasses.asdict(o) for o in self.options],
+            "error": self.error,
+            "entry_point": self.origin or None,
+        }
+
+
+def pass_description(cls: type) -> str:
+    """The first line of the class's own docstring ("" when it has none).
+
+    ``@dataclass`` gives a class without a docstring one of its own (``Name(field: type, ...)``), which
+    says nothing: that counts as none.
+    """
+    doc = cls.__dict__.get("__doc__") or ""
+    if not doc.strip() or (doc.startswith(f"{cls.__name__}(") and doc.rstrip().endswith(")")):
+        return ""
+    return doc.strip().splitlines()[0].strip()
+
+
+def pass_options(cls: type[ModulePass]) -> tuple[PassOption, ...]:
+    """The options of a pass class: its dataclass fields (spelled with ``-`` as pipelines write them)."""
+    from xdsl.utils.hints import type_repr
+
+    try:
+        hints = typing.get_type_hints(cls)
+    except Exception:  # noqa: BLE001 -- an unresolvable annotation: show it as written
+        hints = {}
+    options = []
+    for f in dataclasses.fields(cls) if dataclasses.is_dataclass(cls) else ():
+        if f.name == "name" or not f.init:
+            continue
+        annotation = hints.get(f.name, f.type)
+        type_text = annotation if isinstance(annotation, str) else type_repr(annotation)
+        if f.default is not dataclasses.MISSING:
+            default, required = _option_text(f.default), False
+        elif f.default_factory is not dataclasses.MISSING:
+            default, required = _option_text(f.default_factory()), False
+        else:
+            default, required = None, True
+        options.append(PassOption(f.name.replace("_", "-"), str(type_text), default, required))
+    return tuple(options)
+
+
+def _option_text(value: object) -> str:
+    """A default as a pipeline would spell it: ``true``, ``2bit``, ``1,2``, ``none``."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if value is None:
+        return "none"
+    if isinstance(value, tuple | list):
+        return ",".join(_option_text(v) for v in value)
+    return str(value)
+
+
+def describe_passes(*, include_xdsl: bool = False) -> list[PassInfo]:
+    """Every pass, sorted by name: the ``mmfc.passes`` entry points (mmfc's own and plugins), and with
+    ``include_xdsl`` xDSL's passes. Each entry-point pass is loaded (imported) to read its options; one
+    that cannot be loaded is listed with ``error`` set, never raised.
+    """
+    from xdsl.transforms import get_all_passes
+
+    xdsl_passes = get_all_passes()
+    infos: list[PassInfo] = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # duplicates are shown below, not warned about
+        plugins = plugin_passes()
+    for name, (factory, dist) in plugins.items():
+        origin = _entry_point_value(name)
+        if name in xdsl_passes:
+            infos.append(
+                PassInfo(name, dist, error="ignored: xDSL already has a pass of this name", origin=origin)
+            )
+            continue
+        infos.append(_describe(name, dist, factory, origin))
+    if include_xdsl:
+        infos.extend(_describe(name, "xdsl", factory, "") for name, factory in xdsl_passes.items())
+    return sorted(infos, key=lambda info: (info.name, info.package))
+
+
+def _describe(name: str, package: str, factory: PassFactory, origin: str) -> PassInfo:
+    try:
+        cls = factory()
+    except UserError as exc:
+        # the factory's message starts by naming the entry point; the listing names it already
+        text = str(exc)
+        marker = "cannot be loaded: "
+        text = text[text.index(marker) :] if marker in text else text
+        return PassInfo(name, package, error=text, origin=origin)
+    except Exception as exc:  # noqa: BLE001 -- a broken pass must not break the listing
+        return PassInfo(name, package, error=f"cannot be loaded: {type(exc).__name__}: {exc}", origin=origin)
+    try:
+        options = pass_options(cls)
+    except Exception as exc:  # noqa: BLE001
+        return PassInfo(name, package, error=f"cannot read its options: {type(exc).__name__}: {exc}")
+    return PassInfo(name, package, pass_description(cls), options, origin=origin)
+
+
+def _entry_point_value(name: str) -> str:
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name == name:
+            return ep.value
+    return ""

@@ -20,14 +20,19 @@ from mmfc.dialects.source import OpError
 SCALE_SUFFIX = "_scale"
 
 #: element type of a float master in the IR -> its safetensors dtype code in the store
-_STORED_FLOATS: dict[type, str] = {BFloat16Type: "BF16", Float16Type: "F16", Float32Type: "F32", Float64Type: "F64"}
+_STORED_FLOATS: dict[type, str] = {
+    BFloat16Type: "BF16",
+    Float16Type: "F16",
+    Float32Type: "F32",
+    Float64Type: "F64",
+}
 
 #: how many leading values are checked for "more than three distinct values" before the whole tensor
 _SAMPLE = 4096
 
 
 def scale_name(weight_name: str) -> str:
-    """The store name of the scale of the trits stored as ``weight_name`` (``X.weight`` -> ``X.weight_scale``)."""
+    """Store name of the scale of the trits stored as ``weight_name``: ``X.weight`` -> ``X.weight_scale``."""
     return weight_name + SCALE_SUFFIX
 
 
@@ -94,20 +99,26 @@ class FoldWeightQuant(ModulePass):
         by_symbol = _quant_weights_by_symbol(op)
         if not by_symbol:
             return  # nothing to fold: the store is never opened
+        foldable = {
+            name: found
+            for name, found in by_symbol.items()
+            if all(_only_quant_weight_users(ref) for ref in found[0])
+        }
+        if not foldable:
+            return
         store = W.resolve_store(op)
+        # quantize everything before rewriting anything: an error leaves the module as it was
+        quantized = {name: _quantize(store, name, *found) for name, found in foldable.items()}
         new = store.derive()
-        for name, (refs, quants) in by_symbol.items():
-            if not all(_only_quant_weight_users(ref) for ref in refs):
-                continue
-            trits, scale = _quantize(store, name, refs, quants[0])
+        for name, (trits, scale) in quantized.items():
             new.put(name, trits, copy=False)
             new.put(scale_name(name), np.asarray(scale, dtype=np.float32).reshape(()), copy=False)
+            refs, quants = foldable[name]
             for quant in quants:
                 _replace(quant, name, trits.shape)
             for ref in refs:
                 Rewriter.erase_op(ref)
-        if not new.is_empty():
-            W.bind(op, new)
+        W.bind(op, new)
 
 
 def _is_float_ref(op: object) -> bool:
@@ -135,7 +146,7 @@ def _only_quant_weight_users(ref: T.WeightOp) -> bool:
 
 
 def _quantize(
-    store: W.WeightStore, name: str, refs: Sequence[T.WeightOp], quant: T.QuantWeightOp
+    store: W.WeightStore, name: str, refs: Sequence[T.WeightOp], quants: Sequence[T.QuantWeightOp]
 ) -> tuple[np.ndarray, np.float32]:
     """``numerics.quant_weight`` of the stored master ``name``, after checking that it is the float
     tensor every ref says it is and that it may be quantized."""
@@ -146,8 +157,8 @@ def _quantize(
     if info.stored not in _STORED_FLOATS.values():
         raise OpError(
             refs[0],
-            f"@{name} is a {info.stored} tensor in the weight store {store.describe()}, not a float master; "
-            f"stored trits are referenced as !ternary.trits (with @{scale_name(name)} as the scale)",
+            f"@{name} is stored as {info.stored} in the weight store {store.describe()}, not as a float "
+            f"master; stored trits are referenced as !ternary.trits (with @{scale_name(name)} as the scale)",
         )
     for ref in refs:
         t = ref.result.type
@@ -157,22 +168,22 @@ def _quantize(
             dims = "x".join(str(d) for d in info.shape) or "scalar"
             raise OpError(
                 ref,
-                f"@{name} is a {info.stored} tensor of shape [{dims}] in the weight store "
+                f"@{name} is stored as {info.stored} of shape [{dims}] in the weight store "
                 f"{store.describe()}, but the IR reads it as {t}",
             )
     if scale_name(name) in store:
         raise OpError(
-            quant,
+            quants[0],
             f"the weight store {store.describe()} already holds @{scale_name(name)}; folding @{name} "
             "would replace it (is this store pre-quantized? then reference @"
             f"{name} as !ternary.trits)",
         )
     master = store.get(name)
     if not np.isfinite(master).all():
-        raise OpError(ref, f"@{name} holds non-finite values (NaN or Inf); it cannot be quantized")
+        raise OpError(refs[0], f"@{name} holds non-finite values (NaN or Inf); it cannot be quantized")
     if looks_ternary(master):
         raise OpError(
-            quant,
+            quants[0],
             f"@{name} is already ternary-valued (at most 3 distinct values): absmean weight quantization "
             "is not idempotent, so re-quantizing ternary weights keeps the signs but shrinks the scale by "
             "the fraction of non-zeros (about 0.69x), silently changing every output. Store the trits with "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -66,30 +67,36 @@ class PackWeights(ModulePass):
         if not refs:
             return  # nothing to pack: the store is never opened
         store = W.resolve_store(op)
+        # pack everything before rewriting anything: an error leaves the module as it was
+        packed = {name: self._packed_bytes(store, name, weight_ops) for name, weight_ops in refs.items()}
         new = store.derive()
         for name, weight_ops in refs.items():
-            new.put(name, self._packed_bytes(store, name, weight_ops[0]), copy=False)
+            new.put(name, packed[name], copy=False)
             for weight_op in weight_ops:
                 _replace(weight_op, self.format)
         W.bind(op, new)
 
-    def _packed_bytes(self, store: W.WeightStore, name: str, ref: T.WeightOp) -> np.ndarray:
-        """``numerics.pack`` of the stored trits ``name``, after checking them against the IR."""
+    def _packed_bytes(self, store: W.WeightStore, name: str, refs: Sequence[T.WeightOp]) -> np.ndarray:
+        """``numerics.pack`` of the stored trits ``name``, after checking them against every ref."""
         try:
             info = store.info(name)
         except W.WeightStoreError as exc:
-            raise OpError(ref, str(exc)) from None
-        shape = T.shape_of(ref.result.type)
-        if info.stored != "I8" or tuple(info.shape) != shape:
-            dims = "x".join(str(d) for d in info.shape) or "scalar"
-            raise OpError(
-                ref,
-                f"@{name} is a {info.stored} tensor of shape [{dims}] in the weight store {store.describe()}, "
-                f"but the IR reads it as {ref.result.type} (int8 trits of shape {list(shape)})",
-            )
+            raise OpError(refs[0], str(exc)) from None
+        for ref in refs:
+            shape = T.shape_of(ref.result.type)
+            if info.stored != "I8" or tuple(info.shape) != shape:
+                dims = "x".join(str(d) for d in info.shape) or "scalar"
+                raise OpError(
+                    ref,
+                    f"@{name} is stored as {info.stored} of shape [{dims}] in the weight store "
+                    f"{store.describe()}, but the IR reads it as {ref.result.type} (int8 trits of shape "
+                    f"{list(shape)})",
+                )
         trits = store.get(name)
         if trits.size and (trits.min() < -1 or trits.max() > 1):
-            raise OpError(ref, f"@{name} holds values outside {{-1, 0, +1}}; it cannot be packed as trits")
+            raise OpError(
+                refs[0], f"@{name} holds values outside {{-1, 0, +1}}; they cannot be packed as trits"
+            )
         return nm.pack(trits, self.format)
 
 

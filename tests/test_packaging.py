@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -34,9 +35,14 @@ def test_every_package_folder_is_mapped() -> None:
 
 
 def test_pip_install_outside_the_repository(tmp_path: Path) -> None:
+    # build from a copy: setuptools writes build/ and mmfc.egg-info into the source folder, and a stale
+    # egg-info in the checkout would shadow the editable install's entry points for later tests
+    src = tmp_path / "src"
+    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(".venv", ".git", "build", "*.egg-info", "__pycache__",
+                                                             ".hypothesis", ".pytest_cache", ".whl"))
     target = tmp_path / "site"
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target", str(target), str(ROOT)],
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target", str(target), str(src)],
         check=True, cwd=tmp_path, capture_output=True,
     )
     code = (

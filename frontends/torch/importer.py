@@ -94,7 +94,10 @@ def store_from_module(model: nn.Module) -> MemoryStore:
 
 
 def _dtypes(model: nn.Module) -> dict[str, str]:
-    return {n: _TORCH_TO_NAME[t.dtype] for n, t in model.state_dict().items() if t.dtype in _TORCH_TO_NAME}
+    """The element type each tensor has in the store :func:`store_from_module` makes (numpy has no
+    bfloat16: bf16 tensors are stored upcast to float32, so the IR declares f32 for them)."""
+    names = {n: _TORCH_TO_NAME[t.dtype] for n, t in model.state_dict().items() if t.dtype in _TORCH_TO_NAME}
+    return {n: ("f32" if d == "bf16" else d) for n, d in names.items()}
 
 
 def _forms(model: nn.Module, prefix: str = "") -> dict[str, WeightForm]:

@@ -8,8 +8,14 @@ the input is one line ``FILE:LINE:COL: message`` (``<stdin>`` for stdin) and exi
 * a parse that runs past ``--parse-timeout`` seconds (default: a few seconds, scaled by input size).
 
 ``-p`` takes an xDSL pipeline (``cse,canonicalize``, ``pass{option=value}``); names resolve through
-:func:`mmfc.pipeline.available_passes` (xDSL's passes plus the ``mmfc.passes`` entry points). The IR is
-verified after every pass. ``-o`` writes atomically: all of the output or nothing.
+:func:`mmfc.pipeline.available_passes` (xDSL's passes plus the ``mmfc.passes`` entry points). ``-O0`` /
+``-O2`` instead run a named pipeline (:data:`mmfc.pipeline.NAMED_PIPELINES`). The passes run through
+:class:`mmfc.passmanager.PassManager`: the IR is verified after every pass (``--no-verify-each``: once,
+after the last), ``--print-ir-after-all`` / ``--print-ir-after=NAME`` print it on stderr,
+``--dump-dir DIR`` writes ``DIR/NN-<pass>.mlir`` after each pass (``00-input.mlir`` first), ``--timing``
+prints a table of wall times on stderr. A pass that crashes (anything but a diagnostic) is a bug in
+that pass: one line ``mmfc: internal error in pass 'X': ...: please report``, exit code 3 (the
+traceback with ``MMFC_DEBUG=1``). ``-o`` writes atomically: all of the output or nothing.
 
 ``--split-input-file`` treats each ``// -----`` separated chunk as its own module (line numbers stay
 those of the whole file); ``--verify-diagnostics`` prints a chunk's verifier or pass diagnostic in
@@ -20,24 +26,21 @@ errors, so that a filecheck test can check the message.
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import sys
-import tempfile
-import time
-from io import StringIO
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING
 
 from mmfc.dialects.diagnostics import UserError
 
+# print_module and write_text_atomic live with the pass manager; other commands import them from here
+from mmfc.passmanager import PassManager, print_module, write_text_atomic
+
 if TYPE_CHECKING:
     from xdsl.context import Context
     from xdsl.dialects.builtin import ModuleOp
     from xdsl.passes import ModulePass
-
-    from mmfc.dialects.source import SourceMap
 
 #: a chunk separator of --split-input-file: a line holding only ``// -----`` (mlir-opt's marker)
 SPLIT_MARKER = re.compile(r"^[ \t]*// -----[^\n]*\n?", re.MULTILINE)
@@ -52,8 +55,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument(
         "input", nargs="?", default="-", metavar="FILE", help="input .mlir file ('-' or none: stdin)"
     )
-    p.add_argument(
+    which = p.add_mutually_exclusive_group()
+    which.add_argument(
         "-p", "--passes", default="", metavar="PIPELINE", help="pass pipeline, e.g. 'cse,canonicalize'"
+    )
+    which.add_argument(
+        "-O",
+        dest="opt_level",
+        metavar="LEVEL",
+        help="run a named pipeline: -O0 (no pass) or -O2 (fold, pack, fuse, clean up, check-matmul-free)",
     )
     p.add_argument("-o", "--output", metavar="OUT", help="write the IR here (atomically) instead of stdout")
     p.add_argument("--print-op-generic", action="store_true", help="print operations in the generic form")
@@ -84,24 +94,62 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="give up parsing after this long (default: a few seconds, more for large inputs; 0: no limit)",
     )
     p.add_argument("--print-ir-after-all", action="store_true", help="print the IR after each pass on stderr")
+    p.add_argument(
+        "--print-ir-after",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="print the IR after pass NAME on stderr (repeat the flag or give a comma list)",
+    )
+    p.add_argument(
+        "--dump-dir",
+        metavar="DIR",
+        help="write the IR after each pass to DIR/NN-<pass>.mlir (and DIR/00-input.mlir), weights beside",
+    )
+    p.add_argument(
+        "--verify-each",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="verify the IR after every pass (default); --no-verify-each: only after the last one",
+    )
     p.add_argument("--timing", action="store_true", help="print the time each step took on stderr")
     return p
 
 
 def run(args: argparse.Namespace) -> int:
     from mmfc.dialects.context import mmfc_context
-    from mmfc.pipeline import parse_pipeline
+    from mmfc.passmanager import PassInternalError, report_internal_error
 
-    passes = parse_pipeline(args.passes) if args.passes.strip() else []  # flag mistakes before reading
+    # flag mistakes (an unknown pass, a bad option, --print-ir-after of a pass not in the pipeline)
+    # before reading the input
+    passes = _pipeline(args)
+    after = [name.strip() for value in args.print_ir_after for name in value.split(",") if name.strip()]
+    PassManager(passes, print_ir_after=after)
     name, text = read_input(args.input)
     ctx = mmfc_context(allow_unregistered=args.allow_unregistered_dialect)
-    timings: list[tuple[str, float]] = []
-    pieces: list[str] = []
     chunks = split_input(text) if args.split_input_file else [(text, 0)]
-    for index, (chunk, line_offset) in enumerate(chunks):
-        if index:
-            pieces.append("// -----\n")
-        pieces.append(_process_chunk(ctx, args, passes, name, chunk, line_offset, timings))
+    managers: list[PassManager] = []
+    pieces: list[str] = []
+    try:
+        for index, (chunk, line_offset) in enumerate(chunks):
+            if index:
+                pieces.append("// -----\n")
+            dump_dir = args.dump_dir
+            if dump_dir is not None and len(chunks) > 1:
+                dump_dir = str(Path(dump_dir) / f"chunk-{index:02d}")  # one numbering per chunk
+            manager = PassManager(
+                passes,
+                verify_each=args.verify_each,
+                print_ir_after_all=args.print_ir_after_all,
+                print_ir_after=after,
+                dump_dir=dump_dir,
+                timing=args.timing,
+                print_generic=args.print_op_generic,
+            )
+            managers.append(manager)
+            pieces.append(_process_chunk(ctx, args, manager, name, chunk, line_offset))
+    except PassInternalError as exc:
+        return report_internal_error(exc)
     output = "".join(pieces)
     if args.output:
         write_text_atomic(Path(args.output), output)
@@ -109,39 +157,49 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.write(output)
         sys.stdout.flush()
     if args.timing:
-        _print_timings(timings)
+        total = managers[0]
+        for other in managers[1:]:  # the chunks' times, summed per step
+            for step, seconds in other.timings:
+                total.add_time(step, seconds)
+        total.print_timing()
     return 0
+
+
+def _pipeline(args: argparse.Namespace) -> list[ModulePass]:
+    """The passes ``-p`` or ``-O`` asks for (a UserError for an unknown pass or a bad option)."""
+    from mmfc.pipeline import named_pipeline, parse_pipeline
+
+    spec = named_pipeline(f"O{args.opt_level}") if args.opt_level is not None else args.passes
+    return parse_pipeline(spec) if spec.strip() else []
 
 
 def _process_chunk(
     ctx: Context,
     args: argparse.Namespace,
-    passes: list[ModulePass],
+    manager: PassManager,
     name: str,
     chunk: str,
     line_offset: int,
-    timings: list[tuple[str, float]],
 ) -> str:
     """The printed result of one chunk, or its diagnostic line when a --*-diagnostics flag asks for it."""
     from mmfc.dialects.source import SourceError, parse_module, verify_module
 
-    start = time.perf_counter()
     try:
-        module, source = parse_module(
-            ctx, chunk, name, line_offset=line_offset, time_limit_s=args.parse_timeout
-        )
+        with manager.timed("parse"):
+            module, source = parse_module(
+                ctx, chunk, name, line_offset=line_offset, time_limit_s=args.parse_timeout
+            )
     except SourceError as exc:
         if args.parsing_diagnostics:
             return f"{exc}\n"
         raise
-    timings.append(("parse", time.perf_counter() - start))
     src = None if args.input == "-" else Path(args.input)
     record_source_path(module, src)
+    manager.source_map = source
     try:
-        start = time.perf_counter()
-        verify_module(module, source)
-        timings.append(("verify", time.perf_counter() - start))
-        _apply_passes(ctx, module, source, passes, args, timings)
+        with manager.timed("verify"):
+            verify_module(module, source)
+        manager.run(ctx, module)
     except SourceError as exc:
         if args.verify_diagnostics:
             return f"{exc}\n"
@@ -151,38 +209,11 @@ def _process_chunk(
     # untouched store only has its relative path rewritten for the output's folder.
     from mmfc.dialects.weights import write_module_store
 
-    write_module_store(module, Path(args.output) if args.output else None, store_dir=args.store_dir)
-    start = time.perf_counter()
-    printed = print_module(ctx, module, generic=args.print_op_generic)
-    timings.append(("print", time.perf_counter() - start))
+    with manager.timed("write weights"):
+        write_module_store(module, Path(args.output) if args.output else None, store_dir=args.store_dir)
+    with manager.timed("print"):
+        printed = print_module(ctx, module, generic=args.print_op_generic)
     return printed
-
-
-def _apply_passes(
-    ctx: Context,
-    module: ModuleOp,
-    source: SourceMap,
-    passes: list[ModulePass],
-    args: argparse.Namespace,
-    timings: list[tuple[str, float]],
-) -> None:
-    """Apply ``passes`` in order, verifying after each; a pass's diagnostic becomes a SourceError."""
-    from xdsl.utils.exceptions import DiagnosticException
-
-    from mmfc.dialects.source import op_error, verify_module
-
-    for module_pass in passes:
-        context = f"pass '{module_pass.name}'"
-        start = time.perf_counter()
-        try:
-            module_pass.apply(ctx, module)
-        except DiagnosticException as exc:  # PassFailedException, VerifyException, OpError
-            raise op_error(source, exc, context) from None
-        timings.append((module_pass.name, time.perf_counter() - start))
-        verify_module(module, source, f"after {context}")
-        if args.print_ir_after_all:
-            sys.stderr.write(f"// -----// IR Dump After {module_pass.name} //----- //\n")
-            sys.stderr.write(print_module(ctx, module, generic=args.print_op_generic))
 
 
 def read_input(path: str) -> tuple[str, str]:
@@ -224,18 +255,6 @@ def split_input(text: str) -> list[tuple[str, int]]:
     return chunks
 
 
-def print_module(ctx: Context, module: ModuleOp, *, generic: bool = False) -> str:
-    """The module as MLIR text (xdsl-opt's form: the op, dialect metadata, then a newline)."""
-    from xdsl.printer import Printer
-
-    out = StringIO()
-    printer = Printer(stream=out, print_generic_format=generic)
-    printer.print_op(module)
-    printer.print_metadata(ctx.loaded_dialects)
-    out.write("\n")
-    return out.getvalue()
-
-
 def _weights_module() -> ModuleType | None:
     """``mmfc.dialects.weights``, or None while the weight store does not exist."""
     try:
@@ -253,44 +272,3 @@ def record_source_path(module: ModuleOp, src: Path | None) -> None:
     weights = _weights_module()
     if weights is not None and hasattr(weights, "set_mlir_path"):
         weights.set_mlir_path(module, src)
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` all at once: a temporary file in the same folder, then ``os.replace``.
-
-    A failure leaves ``path`` as it was (absent or old) and no temporary file behind.
-    """
-    folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
-        raise UserError(f"{path}: folder {folder} does not exist")
-    if path.is_dir():
-        raise UserError(f"{path}: is a directory")
-    mode = path.stat().st_mode & 0o777 if path.exists() else _default_file_mode()
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-    except OSError as exc:
-        raise UserError(f"{path}: cannot write: {exc.strerror or exc}") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, mode)  # mkstemp creates 0600; give the file the mode a plain open() would
-        os.replace(tmp, path)
-    except BaseException as exc:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            raise UserError(f"{path}: cannot write: {exc.strerror or exc}") from None
-        raise
-
-
-def _default_file_mode() -> int:
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-def _print_timings(timings: list[tuple[str, float]]) -> None:
-    total = sum(seconds for _, seconds in timings) or 1e-12
-    sys.stderr.write(f"{'step':<32} {'ms':>10} {'%':>6}\n")
-    for step, seconds in timings:
-        sys.stderr.write(f"{step:<32} {seconds * 1e3:>10.2f} {100 * seconds / total:>6.1f}\n")
-    sys.stderr.write(f"{'total':<32} {total * 1e3:>10.2f}\n")
