@@ -267,26 +267,31 @@ def _option_text(value: object) -> str:
 def describe_passes(*, include_xdsl: bool = False) -> list[PassInfo]:
     """Every pass, sorted by name: the ``mmfc.passes`` entry points (mmfc's own and plugins), and with
     ``include_xdsl`` xDSL's passes. Each entry-point pass is loaded (imported) to read its options; one
-    that cannot be loaded is listed with ``error`` set, never raised.
+    that cannot be loaded is listed with ``error`` set, never raised. So is a registration that
+    pipelines ignore (a name xDSL has, or a name an earlier entry point took), listed after the one
+    in use.
     """
     from xdsl.transforms import get_all_passes
 
     xdsl_passes = get_all_passes()
     infos: list[PassInfo] = []
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # duplicates are shown below, not warned about
-        plugins = plugin_passes()
-    for name, (factory, dist) in plugins.items():
-        origin = _entry_point_value(name)
-        if name in xdsl_passes:
-            infos.append(
-                PassInfo(name, dist, error="ignored: xDSL already has a pass of this name", origin=origin)
-            )
+    first: dict[str, str] = {}
+    # the same discovery order as plugin_passes(): on a clash the first one is the one pipelines use
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        dist = _distribution_name(ep)
+        if ep.name in first:
+            error = f"ignored: {first[ep.name]} registers this name first"
+            infos.append(PassInfo(ep.name, dist, error=error, origin=ep.value))
             continue
-        infos.append(_describe(name, dist, factory, origin))
+        first[ep.name] = dist
+        if ep.name in xdsl_passes:
+            error = "ignored: xDSL already has a pass of this name"
+            infos.append(PassInfo(ep.name, dist, error=error, origin=ep.value))
+            continue
+        infos.append(_describe(ep.name, dist, _entry_point_factory(ep), ep.value))
     if include_xdsl:
         infos.extend(_describe(name, "xdsl", factory, "") for name, factory in xdsl_passes.items())
-    return sorted(infos, key=lambda info: (info.name, info.package))
+    return sorted(infos, key=lambda info: (info.name, (info.error or "").startswith("ignored:")))
 
 
 def _describe(name: str, package: str, factory: PassFactory, origin: str) -> PassInfo:
@@ -303,12 +308,6 @@ def _describe(name: str, package: str, factory: PassFactory, origin: str) -> Pas
     try:
         options = pass_options(cls)
     except Exception as exc:  # noqa: BLE001
-        return PassInfo(name, package, error=f"cannot read its options: {type(exc).__name__}: {exc}")
+        error = f"cannot read its options: {type(exc).__name__}: {exc}"
+        return PassInfo(name, package, error=error, origin=origin)
     return PassInfo(name, package, pass_description(cls), options, origin=origin)
-
-
-def _entry_point_value(name: str) -> str:
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        if ep.name == name:
-            return ep.value
-    return ""

@@ -39,7 +39,7 @@ from xdsl.ir import Block, Operation, SSAValue
 from xdsl.passes import ModulePass
 
 from mmfc.dialects import ternary as T
-from mmfc.passes.kernel_outlining import FusionError, absorb_producer, outline
+from mmfc.passes.kernel_outlining import FusionError, Seeds, absorb_producer, outline
 
 
 @dataclass(frozen=True)
@@ -109,16 +109,18 @@ def match_bitlinear(dequant: T.DequantOp) -> BitLinearChain | None:
     ):
         return None
     unpack = accum.weight.owner
-    chain = BitLinearChain(
-        norm, quant, accum, dequant, unpack if isinstance(unpack, T.UnpackOp) and _only_user(unpack.trits, accum) else None
-    )
+    if not (isinstance(unpack, T.UnpackOp) and _only_user(unpack.trits, accum)):
+        unpack = None
+    chain = BitLinearChain(norm, quant, accum, dequant, unpack)
     block = dequant.parent_block()
     if block is None or in_kernel(dequant) or any(op.parent_block() is not block for op in chain.ops):
         return None
     return chain
 
 
-def bitlinear_grid(chains: Sequence[BitLinearChain], block_n: int, block_batch: int) -> tuple[tuple[int, ...], dict]:
+def bitlinear_grid(
+    chains: Sequence[BitLinearChain], block_n: int, block_batch: int
+) -> tuple[tuple[int, ...], Seeds]:
     """Grid and seeds of a BitLinear kernel: axis 0 splits every chain's N (the accum's last dim);
     axis 1, when ``block_batch`` > 0 and the activations have a batch dim, splits dim 0."""
     seeds: dict[tuple[SSAValue, int], int | None] = {}
@@ -142,7 +144,7 @@ def kernel_label(chains: Sequence[BitLinearChain]) -> str | None:
     return "+".join([first, *(r for r in rest if r is not None)])
 
 
-def check_block_size(pass_name: str, option: str, value: int, allow_zero: bool = False) -> None:
+def check_block_size(option: str, value: int, allow_zero: bool = False) -> None:
     """Reject a block size a grid cannot have (a pass option, checked when the pipeline is parsed)."""
     if value < 1 and not (allow_zero and value == 0):
         floor = ">= 0 (0: not split)" if allow_zero else ">= 1"
@@ -151,7 +153,7 @@ def check_block_size(pass_name: str, option: str, value: int, allow_zero: bool =
 
 @dataclass(frozen=True)
 class FuseBitLinear(ModulePass):
-    """Fuse each BitLinear (and projections sharing an input, and a norm prologue) into one kernel.
+    """RMSNorm + quantize + ternary accumulate + dequantize -> one kernel (one per input, norm included).
 
     Options: ``block-n`` (output features per program, default 256), ``block-batch`` (batch rows per
     program; 0, the default, keeps rows whole), ``absorb-norm`` (move a preceding ``rmsnorm`` /
@@ -168,8 +170,8 @@ class FuseBitLinear(ModulePass):
     recompute_residual: bool = True
 
     def __post_init__(self) -> None:
-        check_block_size(self.name, "block-n", self.block_n)
-        check_block_size(self.name, "block-batch", self.block_batch, allow_zero=True)
+        check_block_size("block-n", self.block_n)
+        check_block_size("block-batch", self.block_batch, allow_zero=True)
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         for group in _groups(op):
@@ -225,7 +227,7 @@ def absorb_norm_prologue(kernel: T.KernelOp, x: SSAValue, recompute_residual: bo
         if not recompute_residual:
             return kernel
         # x + residual, the very f32 addition residual_rmsnorm's sum is
-        readd = T.AddOp(norm.x, norm.residual)
+        readd = T.AddOp(norm.x, norm.x)
         block = norm.parent_block()
         assert block is not None
         block.insert_op_after(readd, norm)

@@ -76,7 +76,7 @@ def _down_chain(product: T.SiluMulOp) -> BitLinearChain | None:
 
 @dataclass(frozen=True)
 class FuseGLU(ModulePass):
-    """Fuse the GLU's split and SiLU·up into its down projection's kernel (and the residual add).
+    """GLU split + SiLU(gate)·up + down projection (+ the residual add) -> one kernel.
 
     Options: ``block-n`` and ``block-batch`` (the grid of a down-projection kernel this pass builds
     itself, as in fuse-bitlinear; default 256 and 0 = rows whole), ``residual`` (move the residual
@@ -90,8 +90,8 @@ class FuseGLU(ModulePass):
     residual: bool = True
 
     def __post_init__(self) -> None:
-        check_block_size(self.name, "block-n", self.block_n)
-        check_block_size(self.name, "block-batch", self.block_batch, allow_zero=True)
+        check_block_size("block-n", self.block_n)
+        check_block_size("block-batch", self.block_batch, allow_zero=True)
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         for split in [o for o in op.walk() if isinstance(o, T.SplitOp) and not in_kernel(o)]:

@@ -80,7 +80,7 @@ def _recurrence_label(producer: T.KernelOp | None) -> str:
 
 @dataclass(frozen=True)
 class FuseRecurrence(ModulePass):
-    """Fuse the MLGRU gates and recurrence into one kernel, and its output gate into o_proj's kernel.
+    """MLGRU gates + scan -> one kernel (in the i/f/g kernel when legal); gate_norm into o_proj's kernel.
 
     Options: ``into-projections`` (move the gates and the recurrence into the kernel computing their
     inputs, when legal; default true), ``block-d`` (channels per program of a recurrence kernel of its
@@ -96,8 +96,8 @@ class FuseRecurrence(ModulePass):
     absorb_gate_norm: bool = True
 
     def __post_init__(self) -> None:
-        check_block_size(self.name, "block-d", self.block_d)
-        check_block_size(self.name, "block-batch", self.block_batch, allow_zero=True)
+        check_block_size("block-d", self.block_d)
+        check_block_size("block-batch", self.block_batch, allow_zero=True)
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         recurrences = [o for o in op.walk() if isinstance(o, RECURRENCE_OPS) and not in_kernel(o)]
@@ -137,8 +137,7 @@ class FuseRecurrence(ModulePass):
 
     def _outline(self, ops: list[Operation], label: str) -> None:
         """A recurrence kernel of its own: axis 0 splits the channels, axis 1 (optional) the batch."""
-        anchor = next(o for o in reversed(ops) if isinstance(o, RECURRENCE_OPS + GATE_OPS))
-        value: SSAValue = anchor.results[0]
+        value: SSAValue = ops[-1].results[0]  # every op here is elementwise over [..., d] or a scan
         rank = len(T.shape_of(value.type))
         seeds: dict[tuple[SSAValue, int], int | None] = {(value, -1): 0}
         grid: tuple[int, ...] = (self.block_d,)

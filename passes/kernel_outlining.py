@@ -1,4 +1,4 @@
-"""Kernel outlining: turning unfused ``ternary`` ops into ``ternary.kernel`` ops (shared by the fusion passes).
+"""Kernel outlining: unfused ``ternary`` ops into ``ternary.kernel`` ops (shared by the fusion passes).
 
 A fusion pass decides *what* runs in one launch and over which grid; this module does the *how*, for
 any set of ops that have a :class:`~mmfc.dialects.ternary.TileRule`:
@@ -103,7 +103,8 @@ def propagate_splits(ops: Sequence[Operation], seeds: Seeds) -> Splits:
     """Propagate the seeds' grid axes through the tiling rules of ``ops`` (see the module docstring).
 
     Every dim gets the axis its index space was seeded with, or None (whole) when no seed reaches it.
-    A seed on a value computed outside ``ops`` applies to each of its uses in ``ops``. Raises
+    A seed on a value computed outside ``ops`` applies to each of its uses in ``ops`` (a value the
+    ops neither compute nor read is ignored). Raises
     :class:`FusionError` when an op has no tiling rule, two seeds disagree, or a seed splits a dim
     that an op needs whole (the message names the op and the dim).
     """
@@ -259,6 +260,15 @@ class _Candidate:
         return kernel
 
 
+def _body_operands(
+    cand: _Candidate, op: Operation, inner: Mapping[SSAValue, SSAValue], splits: Splits
+) -> list[SSAValue]:
+    """``op``'s operands as the body sees them: values the body computes, else kernel operands."""
+    return [
+        inner[v] if v in inner else cand.operand(v, splits.uses[(op, i)]) for i, v in enumerate(op.operands)
+    ]
+
+
 def _discard(kernel: T.KernelOp) -> None:
     """Drop a candidate kernel that was never inserted (removing its uses of outside values)."""
     kernel.erase(safe_erase=False)
@@ -374,9 +384,7 @@ def outline(
     cand = _Candidate(grid)
     inner: dict[SSAValue, SSAValue] = {}
     for op in ops:
-        operands = [
-            inner[v] if v in inner else cand.operand(v, splits.uses[(op, i)]) for i, v in enumerate(op.operands)
-        ]
+        operands = _body_operands(cand, op, inner, splits)
         new = _tiled_clone(op, operands, [splits.values[r] for r in op.results])
         inner.update(zip(op.results, new.results))
         cand.body.append(new)
@@ -489,9 +497,7 @@ def absorb_consumer(kernel: T.KernelOp, op: Operation) -> T.KernelOp:
     cand = _Candidate(kernel.grid_sizes())
     yielded = _clone_body(kernel, cand)
     inner = dict(zip(results, yielded))
-    operands = [
-        inner[v] if v in inner else cand.operand(v, splits.uses[(op, i)]) for i, v in enumerate(op.operands)
-    ]
+    operands = _body_operands(cand, op, inner, splits)
     consumed = _tiled_clone(op, operands, [splits.values[r] for r in op.results])
     cand.body.append(consumed)
     by_result = dict(zip(op.results, consumed.results))

@@ -60,6 +60,10 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(f"{source}: no such file")
     pipeline = args.pipeline if args.pipeline is not None else (args.level or "-O2")
     spec = pipeline_spec(pipeline)
+    from mmfc.pipeline import parse_pipeline
+
+    if spec.strip():
+        parse_pipeline(spec)  # an unknown pass or bad option fails before any work
     options = {}
     if args.print_ir_after_all:
         options["print_ir_after_all"] = True

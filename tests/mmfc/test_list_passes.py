@@ -148,6 +148,19 @@ def test_a_plugin_shadowing_an_xdsl_pass_is_shown_as_ignored(
     assert re.fullmatch(expected, out), out
 
 
+def test_a_second_registration_of_a_name_is_shown_as_ignored(
+    plugins, capsys: pytest.CaptureFixture[str]
+) -> None:  # type: ignore[no-untyped-def]
+    plugins(
+        ("reorder-projections", "fake_listing_plugin:Interleave"),
+        ("reorder-projections", "fake_listing_plugin:Misnamed"),
+    )
+    rows = [line for line in listing(capsys).splitlines() if not line.startswith(" ")]
+    assert len(rows) == 2
+    assert rows[0].endswith("Interleave i/f/g weight rows for one streaming pass.")  # the one in use first
+    assert rows[1].endswith("ignored: fake_listing_plugin registers this name first")
+
+
 def test_json(plugins, capsys: pytest.CaptureFixture[str]) -> None:  # type: ignore[no-untyped-def]
     plugins(("reorder-projections", "fake_listing_plugin:Interleave"), ("broken", "nope_module_x:P"))
     data = json.loads(listing(capsys, "--json"))

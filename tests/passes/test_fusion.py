@@ -19,8 +19,10 @@ from collections.abc import Sequence
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from torch import nn
 from xdsl.dialects import func
 from xdsl.dialects.builtin import ModuleOp, StringAttr
 from xdsl.ir import Operation, SSAValue
@@ -33,8 +35,14 @@ from mmfc.dialects.source import parse_module
 from mmfc.dialects.weights import WeightStore, bind, resolve_store
 from mmfc.frontends.torch.importer import ImportedModule, import_model
 from mmfc.frontends.torch.modeling import init_random_
-from mmfc.models import HGRNBitConfig, HGRNBitForCausalLM
-from mmfc.passes.kernel_outlining import FusionError, absorb_consumer, absorb_producer, outline, propagate_splits
+from mmfc.models import GLU, MLGRU, HGRNBitConfig, HGRNBitForCausalLM, RMSNorm
+from mmfc.passes.kernel_outlining import (
+    FusionError,
+    absorb_consumer,
+    absorb_producer,
+    outline,
+    propagate_splits,
+)
 from mmfc.pipeline import named_pipeline, parse_pipeline
 from mmfc.testing import assert_logits_close
 
@@ -114,7 +122,10 @@ def kernels_by_owner(module: ModuleOp, entry: str) -> dict[str, int]:
         syms = set().union(*(weight_symbols(v) for v in k.inputs))
         layers = {m.group(1) for s in syms if (m := re.match(r"model\.layers\.(\d+)\.", s))}
         assert len(layers) <= 1, f"a kernel reads weights of several layers: {sorted(syms)}"
-        owner = f"layer {layers.pop()}" if layers else ("head" if any(s.startswith("lm_head") for s in syms) else "none")
+        if layers:
+            owner = f"layer {layers.pop()}"
+        else:
+            owner = "head" if any(s.startswith("lm_head") for s in syms) else "none"
         counts[owner] = counts.get(owner, 0) + 1
     return counts
 
@@ -126,10 +137,13 @@ OUTSIDE_OK = (T.WeightOp, T.QuantWeightOp, T.UnpackOp, T.EmbeddingOp, T.LowerBou
 
 def unfused_compute(module: ModuleOp, entry: str) -> list[str]:
     fn = function(module, entry)
-    return [op.name for op in fn.body.block.ops if isinstance(op, T.TiledOp) and not isinstance(op, OUTSIDE_OK)]
+    ops = fn.body.block.ops
+    return [op.name for op in ops if isinstance(op, T.TiledOp) and not isinstance(op, OUTSIDE_OK)]
 
 
-def padded_inputs(rng: np.random.Generator, vocab: int, lengths: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+def padded_inputs(
+    rng: np.random.Generator, vocab: int, lengths: Sequence[int]
+) -> tuple[np.ndarray, np.ndarray]:
     """Token ids ``[B, T]`` and a left-padding mask (row r has ``lengths[r]`` real tokens)."""
     t = max(lengths)
     ids = rng.integers(0, vocab, (len(lengths), t)).astype(np.int64)
@@ -250,7 +264,8 @@ def test_fusion_on_packed_weights(
     assert any(isinstance(op, T.UnpackOp) for k in kernels(fused) for op in k.body.block.ops)
     assert_same(run_both(InterpRunner(fused), ids, mask), expected, f"unpack + {chain}")
 
-    direct = transformed(imported.module, imported.store, f"fold-weight-quant,pack-weights{{format={fmt}}},{chain}")
+    pack = f"fold-weight-quant,pack-weights{{format={fmt}}}"
+    direct = transformed(imported.module, imported.store, f"{pack},{chain}")
     packed_operands = [v for k in kernels(direct) for v in k.inputs if isinstance(v.type, T.PackedType)]
     assert packed_operands
     assert_same(run_both(InterpRunner(direct), ids, mask), expected, f"pack-weights + {chain}")
@@ -270,8 +285,9 @@ def test_kernels_per_layer(quantized: bool, pipeline: str) -> None:
     module = transformed(imported.module, imported.store, spec)
     for entry in ("decode_step", "prefill"):
         counts = kernels_by_owner(module, entry)
-        assert counts == {**{f"layer {i}": KERNELS_PER_LAYER for i in range(layers)}, "head": 1}, (entry, counts)
-        assert KERNELS_PER_LAYER <= MAX_KERNELS_PER_LAYER
+        assert all(counts[f"layer {i}"] <= MAX_KERNELS_PER_LAYER for i in range(layers)), (entry, counts)
+        want = {**{f"layer {i}": KERNELS_PER_LAYER for i in range(layers)}, "head": 1}
+        assert counts == want, (entry, counts)
         assert unfused_compute(module, entry) == []
     labels = [k.attributes["label"] for k in kernels(module, "decode_step")]
     assert [lab.data for lab in labels if isinstance(lab, StringAttr)][:KERNELS_PER_LAYER] == [
@@ -291,6 +307,49 @@ def test_o2_results_match_unfused() -> None:
     assert_same(run_both(InterpRunner(module), ids, mask), expected, "-O2")
 
 
+class UserMixer(nn.Module):
+    """A user's own arrangement of mmfc blocks (imported through FX): a token mixer whose output gates
+    the GLU's input by an elementwise product, a lower bound held as a buffer, no embedding."""
+
+    def __init__(self, d: int, inter: int) -> None:
+        super().__init__()
+        self.norm, self.mixer, self.glu = RMSNorm(d), MLGRU(d), GLU(d, inter)
+        self.register_buffer("lb", torch.linspace(0.1, 0.5, d))
+
+    def forward(self, x: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        a, _ = self.mixer(self.norm(x), self.lb, attention_mask)
+        return x + self.glu(a * x)
+
+
+@pytest.mark.parametrize(
+    "pipeline",
+    [
+        "fuse-bitlinear{block-n=5},fuse-recurrence,fuse-glu{block-n=3},cse,dce",
+        "fuse-glu{block-n=3},fuse-recurrence{block-d=5},fuse-bitlinear{block-n=5}",
+    ],
+)
+def test_fusion_of_a_user_module(pipeline: str) -> None:
+    """The passes match ops, not a model: a user module's BitLinears, recurrence and GLU fuse too,
+    and the results stay bit-identical."""
+    d, inter = 12, 10
+    module = UserMixer(d, inter)
+    init_random_(module, 7)
+    imported = import_model(module.eval())
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 5, d)).astype(np.float32)
+    mask = np.ones((2, 5), np.int64)
+    mask[1, :2] = 0
+    h = [np.zeros((2, d), np.float32)] * imported.num_states
+
+    def outputs(runner: InterpRunner) -> list[np.ndarray]:
+        return [*runner.run("prefill", x, mask, *h), *runner.run("decode_step", x[:, -1], *h)]
+
+    expected = outputs(InterpRunner(imported.module, imported.store))
+    fused = transformed(imported.module, imported.store, pipeline)
+    assert len(kernels(fused, "decode_step")) >= 4
+    assert_same(outputs(InterpRunner(fused)), expected, pipeline)
+
+
 # ------------------------------------------------------------------------------------------ outlining API
 
 
@@ -305,7 +364,8 @@ def ops_named(module: ModuleOp, name: str) -> list[Operation]:
 
 
 ELEMENTWISE = """
-func.func @f(%x: tensor<?x8xf32>, %y: tensor<?x8xf32>, %g: tensor<8xf32>) -> (tensor<?x8xf32>, tensor<?x8xf32>) {
+func.func @f(%x: tensor<?x8xf32>, %y: tensor<?x8xf32>, %g: tensor<8xf32>)
+    -> (tensor<?x8xf32>, tensor<?x8xf32>) {
   %s = ternary.sigmoid %x : tensor<?x8xf32>
   %m = ternary.mul %s, %y : tensor<?x8xf32>
   %n = ternary.rmsnorm %m, %g : tensor<?x8xf32>, tensor<8xf32>
@@ -328,7 +388,7 @@ def test_propagate_splits_refuses_a_split_reduction() -> None:
     norm = ops_named(module, "ternary.rmsnorm")[0]
     with pytest.raises(FusionError, match="grid axis 0 cannot split dim 1 of a result of ternary.rmsnorm"):
         propagate_splits([norm], {(norm.results[0], 1): 0})
-    with pytest.raises(FusionError, match="but .* by grid axis 1"):
+    with pytest.raises(FusionError, match="would be split by grid axis 1 but .* by grid axis 0"):
         mul = ops_named(module, "ternary.mul")[0]
         propagate_splits([mul], {(mul.results[0], 1): 0, (mul.operands[0], 1): 1})
 
@@ -374,7 +434,7 @@ def test_illegal_fusions_leave_the_ir_unchanged() -> None:
     kernel = absorb_producer(kernel, sig)
     module.verify()
     assert len(kernel.results) == 2
-    with pytest.raises(FusionError, match="no result of ternary.add feeds the kernel"):
+    with pytest.raises(FusionError, match="ternary.add does not come before the kernel"):
         absorb_producer(kernel, add)
 
 
