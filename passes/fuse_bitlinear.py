@@ -227,7 +227,7 @@ def absorb_norm_prologue(kernel: T.KernelOp, x: SSAValue, recompute_residual: bo
         if not recompute_residual:
             return kernel
         # x + residual, the very f32 addition residual_rmsnorm's sum is
-        readd = T.AddOp(norm.x, norm.x)
+        readd = T.AddOp(norm.x, norm.residual)
         block = norm.parent_block()
         assert block is not None
         block.insert_op_after(readd, norm)
