@@ -1,32 +1,8 @@
-"""The PyTorch MatMul-free model family, re-exported for users (``from mmfc.models import ...``)."""
+"""The PyTorch MatMul-free model family, re-exported for users (``from mmfc.models import ...``).
 
-from mmfc.frontends.torch.config import PRESETS, HGRNBitConfig, derive_intermediate_size, preset_config
-from mmfc.frontends.torch.modeling import (
-    GLU,
-    MLGRU,
-    BitLinear,
-    CausalLMOutput,
-    HGRNBitAttention,
-    HGRNBitBlock,
-    HGRNBitForCausalLM,
-    HGRNBitMLP,
-    HGRNBitModel,
-    RMSNorm,
-)
+Importing this module imports torch (the model classes load on first access in
+``mmfc.frontends.torch``; a star import touches them all).
+"""
 
-__all__ = [
-    "PRESETS",
-    "HGRNBitConfig",
-    "derive_intermediate_size",
-    "preset_config",
-    "GLU",
-    "MLGRU",
-    "BitLinear",
-    "CausalLMOutput",
-    "HGRNBitAttention",
-    "HGRNBitBlock",
-    "HGRNBitForCausalLM",
-    "HGRNBitMLP",
-    "HGRNBitModel",
-    "RMSNorm",
-]
+from mmfc.frontends.torch import *  # noqa: F401,F403
+from mmfc.frontends.torch import __all__  # noqa: F401
