@@ -140,7 +140,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "generate",
         help="generate tokens from a prompt (greedy unless sampling flags are given)",
-        description="Prefill a prompt and decode new tokens with the PyTorch model. Greedy unless "
+        description="Prefill a prompt and decode new tokens with the PyTorch model, or with a compiled ARTIFACT. Greedy unless "
         "--temperature, --top-k or --top-p is given; stops at the config's eos_token_id unless --ignore-eos.",
     )
     add_model_arguments(p, artifact=True)

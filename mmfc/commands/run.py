@@ -108,11 +108,24 @@ def load_npy(path: str) -> "np.ndarray":
         raise UserError(f"{path}: is a directory, not a .npy file") from None
     except OSError as exc:
         raise UserError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except EOFError:  # an empty file
+        raise UserError(f"{path}: empty file, not a .npy array") from None
     except ValueError as exc:  # not a .npy file, a pickled object array, a truncated file
-        raise UserError(f"{path}: not a readable .npy array ({str(exc).splitlines()[0]})") from None
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if "pickled" in first and not _has_npy_magic(path):
+            first = "not a .npy file (no NumPy header)"
+        raise UserError(f"{path}: not a readable .npy array ({first})") from None
     if not isinstance(value, np.ndarray):  # an .npz archive
         raise UserError(f"{path}: an .npz archive; give one array per --input as .npy")
     return value
+
+
+def _has_npy_magic(path: str) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(6) == b"\x93NUMPY"
+    except OSError:
+        return False
 
 
 def write_outputs(directory: Path, results: "list[np.ndarray]") -> list[Path]:

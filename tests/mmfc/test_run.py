@@ -183,6 +183,9 @@ def test_missing_or_unreadable_npy(model_file: Path, decode_inputs: list[str], t
     np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
     code, out, err = mmfc_run(capsys, str(model_file), "--entry", "decode_step", *inputs_argv([str(tmp_path / "obj.npy"), *decode_inputs[1:]]))
     assert_user_error(code, out, err, r"obj.npy: not a readable .npy array")
+    (tmp_path / "empty.npy").write_bytes(b"")
+    code, out, err = mmfc_run(capsys, str(model_file), "--entry", "decode_step", *inputs_argv([str(tmp_path / "empty.npy"), *decode_inputs[1:]]))
+    assert_user_error(code, out, err, r"empty.npy: empty file")
 
 
 def test_missing_weight_store(model_file: Path, decode_inputs: list[str], capsys: pytest.CaptureFixture[str]) -> None:
