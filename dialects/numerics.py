@@ -26,6 +26,8 @@ WEIGHT_SCALE_FLOOR = 1e-5
 __all__ = [
     "round_half_away",
     "round_half_even",
+    "rms_normalize",
+    "scale",
     "rmsnorm",
     "residual_rmsnorm",
     "quant_act",
@@ -84,16 +86,32 @@ def round_half_even(x: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------------------------------
 
 
-def rmsnorm(x: np.ndarray, gamma: np.ndarray, eps: float = RMS_EPS) -> np.ndarray:
-    """RMSNorm over the last axis in float32: ``(x * (1 / sqrt(mean(x^2) + eps))) * gamma``.
+def rms_normalize(x: np.ndarray, eps: float = RMS_EPS) -> np.ndarray:
+    """The gamma-free half of RMSNorm over the last axis, in float32: ``x * (1 / sqrt(mean(x^2) + eps))``.
 
-    The operation order is the reference kernel's (rstd first, then x*rstd, then *gamma).
+    The one copy of the row statistics: :func:`rmsnorm` is ``scale(rms_normalize(x, eps), gamma)``,
+    so projections that read one input can share the statistics and each apply its own gamma,
+    bit-identically. Order as in the reference kernel: rstd first, then ``x * rstd``.
     """
     x = np.asarray(x, dtype=F32)
     n = x.shape[-1]
     var = np.sum(x * x, axis=-1, keepdims=True, dtype=F32) / F32(n)
     rstd = F32(1.0) / np.sqrt(var + F32(eps))
-    return (x * rstd) * np.asarray(gamma, dtype=F32)
+    return x * rstd
+
+
+def scale(x: np.ndarray, gamma: np.ndarray) -> np.ndarray:
+    """``x * gamma`` in float32, ``gamma: [K]`` broadcast over the rows of ``x: [..., K]``."""
+    return np.asarray(x, dtype=F32) * np.asarray(gamma, dtype=F32)
+
+
+def rmsnorm(x: np.ndarray, gamma: np.ndarray, eps: float = RMS_EPS) -> np.ndarray:
+    """RMSNorm over the last axis in float32: ``(x * (1 / sqrt(mean(x^2) + eps))) * gamma``.
+
+    The operation order is the reference kernel's (rstd first, then x*rstd, then *gamma):
+    ``scale(rms_normalize(x, eps), gamma)``.
+    """
+    return scale(rms_normalize(x, eps), gamma)
 
 
 def residual_rmsnorm(

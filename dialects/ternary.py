@@ -567,6 +567,81 @@ class RMSNormOp(TiledOp):
 
 
 @irdl_op_definition
+class RMSNormalizeOp(TiledOp):
+    """RMSNorm without gamma: each row divided by its root mean square, over the last axis.
+
+    Syntax::
+
+        %n = ternary.rms_normalize %x : tensor<?x?x64xf32>
+        %n = ternary.rms_normalize %x eps 1.000000e-05 : tensor<?x64xf32>
+
+    Semantics: ``numerics.rms_normalize(x, eps)``: ``x * (1 / sqrt(mean(x^2) + eps))`` in f32;
+    ``x: [..., K]``, result like x. ``eps`` defaults to 1e-6 (printed only when different).
+    ``ternary.scale`` by gamma after it is bit-identical to ``ternary.rmsnorm``: fuse-bitlinear uses
+    the pair so that projections reading one input compute the row statistics once.
+    """
+
+    name = "ternary.rms_normalize"
+
+    T: ClassVar = VarConstraint("T", base(TensorType))
+    x = operand_def(T)
+    result = result_def(T)
+    eps = prop_def(FloatAttr[Float32Type], default_value=FloatAttr(RMS_EPS, f32))
+
+    traits = traits_def(Pure())
+    assembly_format = "$x (`eps` $eps^)? attr-dict `:` type($x)"
+
+    def __init__(self, x: SSAValue | Operation, eps: float | FloatAttr = RMS_EPS):
+        super().__init__(
+            operands=[x], result_types=[SSAValue.get(x).type], properties={"eps": _eps_attr(eps)}
+        )
+
+    def verify_(self) -> None:
+        _tensor("rms_normalize", "x", self.x.type, "f32", 1)
+        _check_eps("rms_normalize", self.eps)
+
+    def tile_rule(self) -> TileRule:
+        # the row statistics reduce over K: K whole, rows split freely
+        row = (*_lead(_rank(self.x) - 1), "k")
+        return TileRule((row,), (row,), frozenset({"k"}))
+
+
+@irdl_op_definition
+class ScaleOp(TiledOp):
+    """Scale each row by a per-feature weight (RMSNorm's gamma after ``rms_normalize``).
+
+    Syntax::
+
+        %y = ternary.scale %n, %gamma : tensor<?x?x64xf32>, tensor<64xf32>
+
+    Semantics: ``numerics.scale(x, gamma)``: ``x * gamma`` in f32, ``gamma: [K]`` (any float type,
+    read as f32) broadcast over the rows of ``x: [..., K]``; result like x.
+    """
+
+    name = "ternary.scale"
+
+    T: ClassVar = VarConstraint("T", base(TensorType))
+    x = operand_def(T)
+    gamma = operand_def(TensorType)
+    result = result_def(T)
+
+    traits = traits_def(Pure())
+    assembly_format = "$x `,` $gamma attr-dict `:` type($x) `,` type($gamma)"
+
+    def __init__(self, x: SSAValue | Operation, gamma: SSAValue | Operation):
+        super().__init__(operands=[x, gamma], result_types=[SSAValue.get(x).type])
+
+    def verify_(self) -> None:
+        x = _tensor("scale", "x", self.x.type, "f32", 1)
+        _check_gamma("scale", self.gamma.type, x[-1])
+
+    def tile_rule(self) -> TileRule:
+        # elementwise: gamma's K is the rows' K, split (if ever) the same way
+        row = (*_lead(_rank(self.x) - 1), "k")
+        return TileRule((row, ("k",)), (row,))
+
+
+@irdl_op_definition
 class ResidualRMSNormOp(TiledOp):
     """Fused residual add + RMSNorm (block step 3).
 
@@ -1647,6 +1722,8 @@ Ternary = Dialect(
         QuantWeightOp,
         UnpackOp,
         RMSNormOp,
+        RMSNormalizeOp,
+        ScaleOp,
         ResidualRMSNormOp,
         QuantActOp,
         AccumOp,

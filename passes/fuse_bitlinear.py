@@ -10,9 +10,10 @@ Rewrites, in every block outside kernels:
   (the norm and the absmax need whole rows: a cheap recomputation, K floats per row) and accumulates
   its own slice of N;
 * **projections that read the same input** (the MLGRU's i, f, g: three chains on one value, with the
-  same N) share one kernel: one launch, one read of the input, each projection keeping its own norm
-  weight and scales (three ``rmsnorm`` ops in the body: the dialect has no op that scales an already
-  normalized row by a second gamma, so the statistics are recomputed per projection);
+  same N) share one kernel: one launch, one read of the input, and one pass of norm statistics:
+  the body's ``rmsnorm`` ops on that input (same eps) become one ``rms_normalize`` and a ``scale``
+  by each projection's own gamma (bit-identical: ``numerics.rmsnorm`` is exactly
+  ``scale(rms_normalize(x), gamma)``); each projection keeps its own gamma and scales;
 * a **norm prologue**: a ``rmsnorm`` or ``residual_rmsnorm`` that produces the kernel's input and is
   used only by it (``attn_norm`` before i/f/g; ``mlp_norm`` before gate_proj; the final norm before
   the head) moves into the kernel. A ``residual_rmsnorm``'s ``sum`` is used later by the block's
@@ -177,7 +178,9 @@ class FuseBitLinear(ModulePass):
         for group in _groups(op):
             kernels = self._outline_group(group)
             if self.absorb_norm and len(kernels) == 1:
-                absorb_norm_prologue(kernels[0], group[0].input, self.recompute_residual)
+                kernels = [absorb_norm_prologue(kernels[0], group[0].input, self.recompute_residual)]
+            for kernel in kernels:
+                share_norm_statistics(kernel)
 
     def _outline_group(self, group: list[BitLinearChain]) -> list[T.KernelOp]:
         """One kernel for the group; failing that (an op between them that needs one projection's
@@ -209,6 +212,42 @@ def _groups(module: ModuleOp) -> list[list[BitLinearChain]]:
                 assert block is not None
                 groups.setdefault((block, chain.input, chain.out_features), []).append(chain)
     return list(groups.values())
+
+
+def share_norm_statistics(kernel: T.KernelOp) -> int:
+    """In ``kernel``'s body, rewrite every set of >= 2 ``rmsnorm`` ops on one value with one eps into
+    one ``rms_normalize`` (placed before the first of them) and one ``scale`` per former norm, by
+    that norm's own gamma; return how many ``rms_normalize`` ops were created.
+
+    Bit-identical: ``numerics.rmsnorm(x, g, eps)`` is ``scale(rms_normalize(x, eps), g)``, the same
+    f32 operations in the same order; only the row statistics are no longer recomputed. Each new
+    ``scale`` keeps its norm's result name, and the tiling is unchanged (``rms_normalize`` needs K
+    whole exactly as ``rmsnorm`` does).
+    """
+    sets: dict[tuple[SSAValue, float], list[T.RMSNormOp]] = {}
+    for op in kernel.body.block.ops:
+        if isinstance(op, T.RMSNormOp):
+            sets.setdefault((op.x, op.eps.value.data), []).append(op)
+    created = 0
+    for norms in sets.values():
+        if len(norms) < 2:
+            continue
+        first = norms[0]
+        normalize = T.RMSNormalizeOp(first.x, first.eps)
+        hint = first.x.name_hint
+        normalize.result.name_hint = f"{hint}_normalized" if hint else None
+        block = first.parent_block()
+        assert block is not None
+        block.insert_op_before(normalize, first)
+        for norm in norms:
+            scaled = T.ScaleOp(normalize.result, norm.gamma)
+            block.insert_op_before(scaled, norm)
+            scaled.result.name_hint = norm.result.name_hint
+            norm.result.replace_all_uses_with(scaled.result)
+            norm.detach()
+            norm.erase()
+        created += 1
+    return created
 
 
 def absorb_norm_prologue(kernel: T.KernelOp, x: SSAValue, recompute_residual: bool) -> T.KernelOp:
@@ -252,4 +291,5 @@ __all__ = [
     "in_kernel",
     "kernel_label",
     "match_bitlinear",
+    "share_norm_statistics",
 ]

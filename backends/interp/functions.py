@@ -172,6 +172,19 @@ class TernaryFunctions(InterpreterFunctions):
         _gamma(op, gamma, x)
         return (nm.rmsnorm(x, gamma, op.eps.value.data),)
 
+    @impl(T.RMSNormalizeOp)
+    def run_rms_normalize(
+        self, interpreter: Interpreter, op: T.RMSNormalizeOp, args: PythonValues
+    ) -> PythonValues:
+        (x,) = args
+        return (nm.rms_normalize(x, op.eps.value.data),)
+
+    @impl(T.ScaleOp)
+    def run_scale(self, interpreter: Interpreter, op: T.ScaleOp, args: PythonValues) -> PythonValues:
+        x, gamma = args
+        _gamma(op, gamma, x)
+        return (nm.scale(x, gamma),)
+
     @impl(T.ResidualRMSNormOp)
     def run_residual_rmsnorm(
         self, interpreter: Interpreter, op: T.ResidualRMSNormOp, args: PythonValues

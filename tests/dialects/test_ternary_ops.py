@@ -249,6 +249,8 @@ def _samples() -> dict[type[Operation], Callable[[], Operation]]:
         t.QuantWeightOp: lambda: t.QuantWeightOp(v(f32t(32, 64))),
         t.UnpackOp: lambda: t.UnpackOp(v(t.PackedType([32, 64], "2bit"))),
         t.RMSNormOp: lambda: t.RMSNormOp(v(x3), v(f32t(64))),
+        t.RMSNormalizeOp: lambda: t.RMSNormalizeOp(v(x3)),
+        t.ScaleOp: lambda: t.ScaleOp(v(x3), v(f32t(64))),
         t.ResidualRMSNormOp: lambda: t.ResidualRMSNormOp(v(x3), v(x3), v(f32t(64))),
         t.QuantActOp: lambda: t.QuantActOp(v(x3)),
         t.AccumOp: lambda: t.AccumOp(v(TensorType(i8, [2, DYN, 64])), v(t.TritsType([32, 64]))),

@@ -296,6 +296,19 @@ def test_kernels_per_layer(quantized: bool, pipeline: str) -> None:
         "model.layers.0.mlp.gate_proj",
         "model.layers.0.mlp.down_proj",
     ]
+    # i/f/g share one pass of norm statistics over their input: one rms_normalize, three scales by
+    # the three projections' own gammas, and no rmsnorm on that input left
+    for k in kernels(module):
+        label = k.attributes.get("label")
+        if not (isinstance(label, StringAttr) and "i_proj+f_proj+g_proj" in label.data):
+            continue
+        body = list(k.body.block.ops)
+        normalizes = [op for op in body if isinstance(op, T.RMSNormalizeOp)]
+        scales = [op for op in body if isinstance(op, T.ScaleOp)]
+        assert len(normalizes) == 1 and len(scales) == 3, label.data
+        assert all(op.x is normalizes[0].result for op in scales)
+        assert len({op.gamma for op in scales}) == 3
+        assert not [op for op in body if isinstance(op, T.RMSNormOp) and op.x is normalizes[0].x]
 
 
 def test_o2_results_match_unfused() -> None:

@@ -113,6 +113,48 @@ def test_rmsnorm(data: st.DataObject, eps: float) -> None:
     equal(y, nm.rmsnorm(x, gamma, eps))  # the f32 attribute rounds eps; numerics rounds it to f32 too
 
 
+@given(data=st.data(), eps=st.sampled_from([1e-6, 1e-5, 1e-3]))
+def test_rms_normalize(data: st.DataObject, eps: float) -> None:
+    shape, dyn = data.draw(row_shapes())
+    x = data.draw(floats(shape))
+    (y,) = run_op([ttype(f32, shape, dyn)], one(T.RMSNormalizeOp, eps), [x])
+    equal(y, nm.rms_normalize(x, eps))
+
+
+@given(data=st.data())
+def test_scale(data: st.DataObject) -> None:
+    shape, dyn = data.draw(row_shapes())
+    x, gamma = data.draw(floats(shape)), data.draw(floats(shape[-1:], 0.5, 1.5))
+    (y,) = run_op([ttype(f32, shape, dyn), ttype(f32, shape[-1:])], one(T.ScaleOp), [x, gamma])
+    equal(y, nm.scale(x, gamma))
+
+
+@given(data=st.data(), eps=st.sampled_from([1e-6, 1e-3]))
+def test_scale_after_rms_normalize_is_rmsnorm(data: st.DataObject, eps: float) -> None:
+    """The split fuse-bitlinear makes (statistics once, one gamma per projection) is bit-identical."""
+    shape, dyn = data.draw(row_shapes())
+    x = data.draw(floats(shape))
+    g1, g2 = data.draw(floats(shape[-1:], 0.5, 1.5)), data.draw(floats(shape[-1:], 0.5, 1.5))
+
+    def build(b: Builder, args: Sequence[SSAValue]) -> list[SSAValue]:
+        n = b.insert(T.RMSNormalizeOp(args[0], eps)).result
+        return [b.insert(T.ScaleOp(n, g)).result for g in args[1:]]
+
+    gt = ttype(f32, shape[-1:])
+    y1, y2 = run_op([ttype(f32, shape, dyn), gt, gt], build, [x, g1, g2])
+    equal(y1, nm.rmsnorm(x, g1, eps))
+    equal(y2, nm.rmsnorm(x, g2, eps))
+
+
+def test_scale_gamma_that_disagrees_at_run_time_is_caught() -> None:
+    with pytest.raises(InterpError, match=r"gamma has shape \(3,\) at run time, expected \(4,\)"):
+        run_op(
+            [TensorType(f32, (2, DYN)), TensorType(f32, (DYN,))],
+            one(T.ScaleOp),
+            [np.ones((2, 4), F32), np.ones(3, F32)],
+        )
+
+
 @given(data=st.data())
 def test_residual_rmsnorm(data: st.DataObject) -> None:
     shape, dyn = data.draw(row_shapes(min_lead=1))

@@ -25,6 +25,46 @@ func.func @f(%x: tensor<?x64xf32>, %g: tensor<64xf32>) {
 
 // -----
 
+func.func @f(%x: tensor<?x64xf16>) {
+  %y = ternary.rms_normalize %x : tensor<?x64xf16>
+  func.return
+}
+// CHECK: rms_normalize: x must be a tensor of f32, got tensor<?x64xf16>
+
+// -----
+
+func.func @f(%x: tensor<?x64xf32>) {
+  %y = ternary.rms_normalize %x eps -1.000000e-06 : tensor<?x64xf32>
+  func.return
+}
+// CHECK: rms_normalize: eps must be >= 0
+
+// -----
+
+func.func @f(%x: tensor<?x64xf32>, %g: tensor<32xf32>) {
+  %y = ternary.scale %x, %g : tensor<?x64xf32>, tensor<32xf32>
+  func.return
+}
+// CHECK: scale: gamma has shape [32], expected [64] (the last dim of x)
+
+// -----
+
+func.func @f(%x: tensor<?x64xi32>, %g: tensor<64xf32>) {
+  %y = ternary.scale %x, %g : tensor<?x64xi32>, tensor<64xf32>
+  func.return
+}
+// CHECK: scale: x must be a tensor of f32, got tensor<?x64xi32>
+
+// -----
+
+func.func @f(%x: tensor<?x64xf32>, %g: tensor<64xi8>) {
+  %y = ternary.scale %x, %g : tensor<?x64xf32>, tensor<64xi8>
+  func.return
+}
+// CHECK: scale: gamma must be a tensor of
+
+// -----
+
 func.func @f(%x: tensor<?x64xf32>, %g: tensor<64x1xf32>) {
   %y, %s = ternary.residual_rmsnorm %x, %x, %g : tensor<?x64xf32>, tensor<64x1xf32>
   func.return

@@ -40,20 +40,53 @@ func.func @ifg(%x: tensor<?x16xf32>) -> (tensor<?x16xf32>, tensor<?x16xf32>, ten
 // The weights stay outside; attn_norm moved in (its only reader was the group).
 // CHECK-NOT:     ternary.rmsnorm
 // CHECK:         %i, %f, %g = ternary.kernel grid [8] (%x_1 = %x : tensor<?x16xf32>, %attn_g_1 = %attn_g : tensor<16xf32>, %ig_1 = %ig : tensor<16xf32>, %iw_1 = %iw : !ternary.trits<16x16> tiled [0, *], %is_1 = %is : f32, %fg_1 = %fg : tensor<16xf32>, %fw_1 = %fw : !ternary.trits<16x16> tiled [0, *], %fs_1 = %fs : f32, %gg_1 = %gg : tensor<16xf32>, %gw_1 = %gw : !ternary.trits<16x16> tiled [0, *], %gs_1 = %gs : f32) -> (tensor<?x16xf32> tiled [*, 0], tensor<?x16xf32> tiled [*, 0], tensor<?x16xf32> tiled [*, 0]) attributes {label = "l0.i_proj+f_proj+g_proj"} {
+// The row statistics of %a are computed once (one rms_normalize); each projection scales the
+// normalized rows by its own gamma (one scale each). No other norm or scale in the body.
 // CHECK-NEXT:      %a = ternary.rmsnorm %x_1, %attn_g_1 : tensor<?x16xf32>, tensor<16xf32>
-// CHECK-NEXT:      %in = ternary.rmsnorm %a, %ig_1 : tensor<?x16xf32>, tensor<16xf32>
+// CHECK-NEXT:      %a_normalized = ternary.rms_normalize %a : tensor<?x16xf32>
+// CHECK-NEXT:      %in = ternary.scale %a_normalized, %ig_1 : tensor<?x16xf32>, tensor<16xf32>
 // CHECK-NEXT:      %iq, %iqs = ternary.quant_act %in : tensor<?x16xf32> -> tensor<?x16xi8>, tensor<?x1xf32>
 // CHECK-NEXT:      %iacc = ternary.accum %iq, %iw_1 : tensor<?x16xi8>, !ternary.trits<?x16> -> tensor<?x?xi32>
 // CHECK-NEXT:      %i_1 = ternary.dequant %iacc, %iqs, %is_1 : tensor<?x?xi32>, tensor<?x1xf32>, f32 -> tensor<?x?xf32>
-// CHECK-NEXT:      %fn = ternary.rmsnorm %a, %fg_1 : tensor<?x16xf32>, tensor<16xf32>
-// CHECK:           %f_1 = ternary.dequant
-// CHECK-NEXT:      %gn = ternary.rmsnorm %a, %gg_1 : tensor<?x16xf32>, tensor<16xf32>
-// CHECK:           %g_1 = ternary.dequant
+// CHECK-NEXT:      %fn = ternary.scale %a_normalized, %fg_1 : tensor<?x16xf32>, tensor<16xf32>
+// CHECK-NEXT:      %fq, %fqs = ternary.quant_act %fn
+// CHECK-NEXT:      %facc = ternary.accum %fq, %fw_1
+// CHECK-NEXT:      %f_1 = ternary.dequant
+// CHECK-NEXT:      %gn = ternary.scale %a_normalized, %gg_1 : tensor<?x16xf32>, tensor<16xf32>
+// CHECK-NEXT:      %gq, %gqs = ternary.quant_act %gn
+// CHECK-NEXT:      %gacc = ternary.accum %gq, %gw_1
+// CHECK-NEXT:      %g_1 = ternary.dequant
 // CHECK-NEXT:      ternary.yield %i_1, %f_1, %g_1 : tensor<?x?xf32>, tensor<?x?xf32>, tensor<?x?xf32>
 // CHECK-NEXT:    }
 // CHECK-NEXT:    func.return %i, %f, %g
 // A batch split adds grid axis 1 over the rows.
 // BATCH:         %i, %f, %g = ternary.kernel grid [4, 2] (%x_1 = %x : tensor<?x16xf32> tiled [1, *], {{.*}} %iw_1 = %iw : !ternary.trits<16x16> tiled [0, *], {{.*}}) -> (tensor<?x16xf32> tiled [1, 0], tensor<?x16xf32> tiled [1, 0], tensor<?x16xf32> tiled [1, 0])
+
+// -----
+// Norms with different eps have different statistics: one kernel, but both rmsnorms stay.
+func.func @two_eps(%a: tensor<?x8xf32>, %g1: tensor<8xf32>, %g2: tensor<8xf32>, %w1: !ternary.trits<4x8>, %w2: !ternary.trits<4x8>, %s: f32) -> (tensor<?x4xf32>, tensor<?x4xf32>) {
+  %n1 = ternary.rmsnorm %a, %g1 : tensor<?x8xf32>, tensor<8xf32>
+  %q1, %qs1 = ternary.quant_act %n1 : tensor<?x8xf32> -> tensor<?x8xi8>, tensor<?x1xf32>
+  %acc1 = ternary.accum %q1, %w1 : tensor<?x8xi8>, !ternary.trits<4x8> -> tensor<?x4xi32>
+  %y1 = ternary.dequant %acc1, %qs1, %s : tensor<?x4xi32>, tensor<?x1xf32>, f32 -> tensor<?x4xf32>
+  %n2 = ternary.rmsnorm %a, %g2 eps 1.000000e-05 : tensor<?x8xf32>, tensor<8xf32>
+  %q2, %qs2 = ternary.quant_act %n2 : tensor<?x8xf32> -> tensor<?x8xi8>, tensor<?x1xf32>
+  %acc2 = ternary.accum %q2, %w2 : tensor<?x8xi8>, !ternary.trits<4x8> -> tensor<?x4xi32>
+  %y2 = ternary.dequant %acc2, %qs2, %s : tensor<?x4xi32>, tensor<?x1xf32>, f32 -> tensor<?x4xf32>
+  func.return %y1, %y2 : tensor<?x4xf32>, tensor<?x4xf32>
+}
+
+// CHECK-LABEL: func.func @two_eps
+// CHECK:         %y1, %y2 = ternary.kernel grid [8]
+// CHECK-NOT:       ternary.rms_normalize
+// CHECK-NOT:       ternary.scale
+// CHECK:           %n1 = ternary.rmsnorm %a_1, %g1_1 : tensor<?x8xf32>, tensor<8xf32>
+// CHECK-NOT:       ternary.rms_normalize
+// CHECK-NOT:       ternary.scale
+// CHECK:           %n2 = ternary.rmsnorm %a_1, %g2_1 eps 1.000000e-05 : tensor<?x8xf32>, tensor<8xf32>
+// CHECK-NOT:       ternary.rms_normalize
+// CHECK-NOT:       ternary.scale
+// CHECK:           ternary.yield %y1_1, %y2_1
 
 // -----
 // Float masters: quant_weight is offline work and stays outside; its trits and scale are operands.
