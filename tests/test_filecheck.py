@@ -30,8 +30,9 @@ def test_there_are_filecheck_tests() -> None:
 
 
 @pytest.mark.parametrize("path", MLIR_FILES, ids=[str(p.relative_to(FILECHECK_DIR)) for p in MLIR_FILES])
-def test_filecheck(path: Path) -> None:
+def test_filecheck(path: Path, tmp_path: Path) -> None:
     env = dict(os.environ)
+    env["MMFC_LIT_EXEC_ROOT"] = str(tmp_path)  # %t lives here: concurrent runs never share it
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     proc = subprocess.run(
         [*_lit(), "-v", "--no-progress-bar", str(path)],

@@ -18,7 +18,8 @@ config.name = "mmfc"  # noqa: F821
 config.test_format = lit.formats.ShTest(execute_external=False)  # noqa: F821
 config.suffixes = [".mlir"]  # noqa: F821
 config.test_source_root = os.path.dirname(os.path.abspath(__file__))  # noqa: F821
-config.test_exec_root = os.path.join(tempfile.gettempdir(), f"mmfc-lit-{os.getuid()}")  # noqa: F821
+# One folder per lit run (pytest passes its tmp_path): two suites running at once must not share %t.
+config.test_exec_root = os.environ.get("MMFC_LIT_EXEC_ROOT") or tempfile.mkdtemp(prefix="mmfc-lit-")  # noqa: F821
 
 bin_dir = os.path.dirname(os.path.abspath(sys.executable))
 config.environment["PATH"] = os.pathsep.join([bin_dir, os.environ.get("PATH", "")])  # noqa: F821
