@@ -167,7 +167,7 @@ def compile_section(model: HGRNBitForCausalLM, ids: torch.Tensor, mask: torch.Te
     with tempfile.TemporaryDirectory(prefix="mmfc-demo-") as tmp:
         art = Path(tmp) / "tiny.interp"
         t0 = time.perf_counter()
-        compiled = mmfc.compile(model, target="interp", pipeline="-O2", out=art)
+        mmfc.compile(model, target="interp", pipeline="-O2", out=art)
         print(f"  pipeline: {pipeline_spec('-O2')}")
         print(f"  compiled in {time.perf_counter() - t0:.1f} s -> {art.name}/ "
               f"({', '.join(sorted(p.name for p in art.iterdir()))})")

@@ -3,7 +3,6 @@ generation, user-built models. Whole-model comparisons use the flip-aware rule (
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
