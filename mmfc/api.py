@@ -9,7 +9,6 @@ torch tensors of the same shapes. Every target plugs in behind these two functio
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,42 +39,24 @@ _FROM_CONFIG: Any = object()
 
 
 def pipeline_spec(pipeline: str) -> str:
-    """A pipeline string: a named one (``-O0``, ``O2``, ...) expanded, anything else as given."""
-    from mmfc import pipeline as pl
+    """A pipeline string: a named level (``-O0``, ``O2``, ...) expanded by ``mmfc.pipeline``, anything
+    else as given."""
+    from mmfc.pipeline import named_pipeline
 
-    named: dict[str, str] = getattr(pl, "NAMED_PIPELINES", {})
-    key = pipeline.strip().lstrip("-")
-    if key in named:
-        return named[key]
-    if re.fullmatch(r"O\d", key):
-        raise UserError(f"unknown optimization level -{key}; known: {', '.join('-' + k for k in sorted(named))}")
+    if re.fullmatch(r"-?O\d+", pipeline.strip()):
+        return named_pipeline(pipeline.strip())
     return pipeline
 
 
 def run_pipeline(module: ModuleOp, pipeline: str, **options: Any) -> list[tuple[str, float]]:
-    """Run ``pipeline`` (named or a pass list) on ``module`` in place, verifying after every pass.
-    Returns ``(pass name, seconds)`` per pass."""
+    """Run ``pipeline`` (named or a pass list) on ``module`` in place through the pass manager,
+    verifying after every pass. Returns ``(step name, seconds)`` rows."""
     from mmfc.dialects.context import mmfc_context
+    from mmfc.passmanager import PassManager
 
-    spec = pipeline_spec(pipeline)
-    ctx = mmfc_context()
-    try:
-        from mmfc.passmanager import PassManager
-    except ImportError:  # pragma: no cover - before the pass manager existed
-        PassManager = None  # noqa: N806
-    if PassManager is not None:
-        manager = PassManager(spec, timing=False, **options)
-        manager.run(ctx, module)
-        return list(getattr(manager, "timings", []))
-    from mmfc.pipeline import parse_pipeline
-
-    timings = []
-    for p in parse_pipeline(spec) if spec.strip() else []:
-        start = time.perf_counter()
-        p.apply(ctx, module)
-        module.verify()
-        timings.append((p.name, time.perf_counter() - start))
-    return timings
+    manager = PassManager(pipeline_spec(pipeline), timing=False, **options)
+    manager.run(mmfc_context(), module)
+    return list(manager.timings)
 
 
 # ------------------------------------------------------------------------------------------ the model
