@@ -29,7 +29,7 @@ def layer_of(symbol: str) -> str:
     return m.group(1) if m else "other"
 
 
-def _weight_symbols(value: SSAValue, seen: set[int] | None = None) -> set[str]:
+def _weight_symbols(value: SSAValue) -> set[str]:
     """Weight symbols reaching ``value`` through weight refs and unpack ops (not through compute)."""
     op = value.owner
     if isinstance(op, T.WeightOp):

@@ -29,7 +29,7 @@ import os
 import shutil
 import uuid
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -178,6 +178,32 @@ def _looks_ternary(t: torch.Tensor) -> bool:
     return torch.unique(flat).numel() <= 3
 
 
+def check_tensor_names(directory: Path, expected: Iterable[str], present: Iterable[str], quantized: bool) -> None:
+    """A :class:`CheckpointError` for the first missing or unexpected tensor name (both sorted)."""
+    expected, present = set(expected), set(present)
+    missing = sorted(expected - present)
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise CheckpointError(f"{directory}: missing tensor {missing[0]}{more}")
+    unexpected = sorted(present - expected)
+    if unexpected:
+        more = f" (and {len(unexpected) - 1} more)" if len(unexpected) > 1 else ""
+        hint = ""
+        if any(n.endswith(".weight_scale") for n in unexpected) and not quantized:
+            hint = "; it looks pre-quantized but config.json has no quantization_config"
+        raise CheckpointError(f"{directory}: unexpected tensor {unexpected[0]}{more}{hint}")
+
+
+def check_tensor_shape(where: str, name: str, shape: tuple[int, ...], want: tuple[int, ...]) -> tuple[int, ...]:
+    """``shape`` as the model uses it (a ``weight_scale`` stored as ``[1]`` reads as a scalar ``()``);
+    a :class:`CheckpointError` at ``where`` when it is not ``want``."""
+    if name.endswith(".weight_scale") and shape == (1,):
+        shape = ()
+    if shape != want:
+        raise CheckpointError(f"{where} has shape {list(shape)}, expected {list(want)}")
+    return shape
+
+
 def load_state_dict_checked(directory: Path, config: HGRNBitConfig) -> dict[str, torch.Tensor]:
     """Read and validate every tensor of ``directory`` against ``config``: the names and shapes of
     :func:`expected_tensors`, finite float values, trits in {-1, 0, +1}, positive scales, no float master
@@ -187,28 +213,13 @@ def load_state_dict_checked(directory: Path, config: HGRNBitConfig) -> dict[str,
     shapes_of = _meta_model(config, quantized)
     expected = {name: tuple(t.shape) for name, t in shapes_of.state_dict().items()}
     files = _weight_files(directory)
-    missing = sorted(set(expected) - set(files))
-    if missing:
-        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
-        raise CheckpointError(f"{directory}: missing tensor {missing[0]}{more}")
-    unexpected = sorted(set(files) - set(expected))
-    if unexpected:
-        more = f" (and {len(unexpected) - 1} more)" if len(unexpected) > 1 else ""
-        hint = ""
-        if any(n.endswith(".weight_scale") for n in unexpected) and not quantized:
-            hint = "; it looks pre-quantized but config.json has no quantization_config"
-        raise CheckpointError(f"{directory}: unexpected tensor {unexpected[0]}{more}{hint}")
+    check_tensor_names(directory, expected, files, quantized)
     ternary_names = _bitlinear_weight_names(shapes_of)
     out: dict[str, torch.Tensor] = {}
     for name, t in _read_tensors(files, list(expected)):
         where = f"{files[name].name}: tensor {name}"
-        shape = tuple(t.shape)
-        want = expected[name]
-        if name.endswith(".weight_scale") and shape == (1,):
+        if check_tensor_shape(where, name, tuple(t.shape), expected[name]) == ():
             t = t.reshape(())
-            shape = ()
-        if shape != want:
-            raise CheckpointError(f"{where} has shape {list(shape)}, expected {list(want)}")
         if quantized and name in ternary_names:
             if t.dtype != torch.int8:
                 raise CheckpointError(f"{where}: pre-quantized weights must be int8 trits, got {t.dtype}")

@@ -46,7 +46,7 @@ from mmfc.dialects.builder import (
     build_model,
     build_rmsnorm,
 )
-from mmfc.dialects.diagnostics import CheckpointError, UserError
+from mmfc.dialects.diagnostics import UserError
 from mmfc.dialects.weights import MemoryStore, WeightStore, bind
 from mmfc.frontends.torch.modeling import (
     GLU,
@@ -288,10 +288,10 @@ def _lower_graph(
             t = _fetch_attr(gm, node.target)
             if not isinstance(t, torch.Tensor):
                 raise ImportError_(f"get_attr {node.target}: not a tensor")
-            dtype = _TORCH_TO_NAME.get(t.dtype)
-            if dtype is None:
+            if t.dtype not in _TORCH_TO_NAME:
                 raise ImportError_(f"get_attr {node.target}: unsupported dtype {t.dtype}")
-            env[node] = fb.weight(node.target, TensorType(fb_element(dtype), tuple(t.shape)))
+            # typed as the store holds it (fb.dtypes: bf16 parameters are stored upcast to f32)
+            env[node] = fb.float_weight(node.target, tuple(t.shape))
         elif node.op == "call_module":
             m = gm.get_submodule(node.target)
             path = node.target
@@ -364,12 +364,6 @@ def _lower_graph(
     raise AssertionError("graph without output")
 
 
-def fb_element(name: str) -> Attribute:
-    from mmfc.dialects.builder import element_type
-
-    return element_type(name)
-
-
 def _fetch_attr(gm: fx.GraphModule, target: str) -> Any:
     obj: Any = gm
     for part in target.split("."):
@@ -385,10 +379,12 @@ def _fn_name(fn: Callable[..., Any] | str) -> str:
 
 
 def _module_path(node: fx.Node) -> str:
-    stack = node.meta.get("nn_module_stack") if hasattr(node, "meta") else None
-    if stack:
-        return list(stack.values())[-1][0] if isinstance(list(stack.values())[-1], tuple) else str(list(stack)[-1])
-    return "forward"
+    """The path of the innermost module whose ``forward`` made ``node`` (FX records the stack)."""
+    stack = node.meta.get("nn_module_stack")
+    if not stack:
+        return "forward"
+    innermost = next(reversed(stack.values()))
+    return innermost[0] if isinstance(innermost, tuple) else str(innermost)
 
 
 # ------------------------------------------------------------------------------------------ checkpoints
@@ -398,9 +394,10 @@ def import_checkpoint(directory: str | Path, entries: Sequence[str] = ("prefill"
     """Import a checkpoint folder without loading it into PyTorch: the IR is built from ``config.json``
     and the tensors stay where they are (a :class:`CheckpointStore`, memory-mapped, read lazily; bf16
     masters are not copied into a second float store). Names, shapes and dtypes are checked against
-    the config from the safetensors headers alone."""
+    the config from the safetensors headers alone (the checks ``from_pretrained`` makes on names and
+    shapes; values are read, and checked, by whatever uses them)."""
     from mmfc.dialects.weights import CheckpointStore
-    from mmfc.frontends.torch.checkpoint import expected_tensors
+    from mmfc.frontends.torch.checkpoint import check_tensor_names, check_tensor_shape, expected_tensors
     from mmfc.frontends.torch.config import HGRNBitConfig
 
     directory = Path(directory)
@@ -408,21 +405,11 @@ def import_checkpoint(directory: str | Path, entries: Sequence[str] = ("prefill"
     quantized = config.quantization_config is not None
     store = CheckpointStore(directory)
     expected = expected_tensors(config, quantized)
-    names = set(store.names())
-    missing = sorted(set(expected) - names)
-    if missing:
-        raise CheckpointError(f"{directory}: missing tensor {missing[0]}" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
-    unexpected = sorted(names - set(expected))
-    if unexpected:
-        raise CheckpointError(f"{directory}: unexpected tensor {unexpected[0]}")
+    check_tensor_names(directory, expected, store.names(), quantized)
     dtypes: dict[str, str] = {}
     for name, shape in expected.items():
         info = store.info(name)
-        got = tuple(info.shape)
-        if name.endswith(".weight_scale") and got == (1,):
-            got = ()
-        if got != shape:
-            raise CheckpointError(f"{directory}: tensor {name} has shape {list(got)}, expected {list(shape)}")
+        check_tensor_shape(f"{directory}: tensor {name}", name, tuple(info.shape), shape)
         if info.stored in ("F32", "BF16", "F16", "F64"):
             dtypes[name] = info.stored
     module = build_model(config, WeightForm.TRITS if quantized else WeightForm.FLOAT, dtypes, entries)

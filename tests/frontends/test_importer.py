@@ -323,3 +323,16 @@ def test_import_checkpoint_reads_the_store_in_place(tmp_path: Path) -> None:
     ids = torch.randint(0, 32, (2, 5), generator=torch.Generator().manual_seed(2))
     reloaded = HGRNBitForCausalLM.from_pretrained(tmp_path / "ckpt")
     assert_logits_close(runner.prefill(ids.numpy())[0], reloaded(ids).logits)
+
+
+def test_bf16_user_module_imports_as_stored() -> None:
+    """bf16 parameters and buffers (get_attr) are stored upcast to f32, and the IR says so."""
+    net = randomize(TwoMixers(8), 3).to(torch.bfloat16)
+    imported = import_model(net)
+    assert "bf16" not in str(imported.module)
+    runner = InterpRunner(imported.module, imported.store)
+    x = torch.randn(1, 4, 8, generator=torch.Generator().manual_seed(3))
+    zeros = [np.zeros((1, 8), np.float32)] * 2
+    out, *_ = runner.run("prefill", x.numpy(), np.ones((1, 4), np.int64), *zeros)
+    ref, _ = torch_states(net.float(), x)
+    assert_logits_close(out, ref, what="hidden states")
