@@ -143,7 +143,7 @@ def test_prefill_equals_decode(d: int, layers: int, inter: int, vocab: int, batc
     decoded = decode_all(model, ids)
     assert_logits_close(decoded, prefill.logits)
     # the final recurrent states agree too
-    _, state = model.decode_step(ids[:, -1], model(ids[:, :-1]).state) if length > 1 else (None, prefill.state)
+    _, state = model.decode_step(ids[:, -1], model(ids[:, :-1]).state if length > 1 else None)
     for a, b in zip(state, prefill.state):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
 

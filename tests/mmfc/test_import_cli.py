@@ -65,24 +65,30 @@ def test_import_checkpoint_names_it_in_place(tmp_path: Path, checkpoint, capsys:
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["m.mlir"]  # nothing copied
 
 
+def test_output_flag_is_required(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["import", "--preset", "tiny"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "-o" in err and len(err.strip().splitlines()) == 1, err
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["import", "--preset", "tiny"], "-o"),
         (["import", "--preset", "nope", "-o", "x.mlir"], "unknown preset"),
         (["import", "--model", "/no/such/dir", "-o", "x.mlir"], "no such directory"),
         (["import", "--preset", "tiny", "-o", "/no/such/dir/x.mlir"], "does not exist"),
         (["import", "--preset", "tiny", "-o", "-"], "--store-dir"),
     ],
 )
-def test_user_mistakes(tmp_path: Path, argv: list[str], message: str, capsys: pytest.CaptureFixture[str], monkeypatch) -> None:
+def test_user_mistakes(
+    tmp_path: Path, argv: list[str], message: str, capsys: pytest.CaptureFixture[str], monkeypatch
+) -> None:
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(SystemExit) if message == "-o" else _nothing():
-        code, _, err = mmfc(capsys, *argv)
-        assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
-    if message == "-o":
-        assert "-o" in capsys.readouterr().err
-    assert list(tmp_path.iterdir()) == []
+    code, _, err = mmfc(capsys, *argv)
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    assert list(tmp_path.iterdir()) == []  # nothing written
 
 
 def test_bad_checkpoint_leaves_no_output(tmp_path: Path, checkpoint, capsys: pytest.CaptureFixture[str]) -> None:
@@ -95,11 +101,3 @@ def test_bad_checkpoint_leaves_no_output(tmp_path: Path, checkpoint, capsys: pyt
     code, _, err = mmfc(capsys, "import", "--model", str(ckpt), "-o", str(tmp_path / "m.mlir"))
     assert code == 2 and "model.layers.1.attn.g_norm.weight" in err
     assert not (tmp_path / "m.mlir").exists()
-
-
-class _nothing:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> bool:
-        return False
