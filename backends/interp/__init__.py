@@ -4,9 +4,9 @@
   ``decode_step`` / ``generate`` for modules made by ``dialects.builder.build_model``);
 * :class:`TernaryFunctions` are the op implementations (each calls ``mmfc.dialects.numerics``);
   :func:`make_interpreter` registers them on an xDSL ``Interpreter``;
-* the debug mode (:mod:`.trace`): ``trace=`` callbacks receive an :class:`OpRecord` per op / kernel,
-  :class:`DumpWriter` (``debug_dump_dir=``) writes ``NNN_<op>.npy`` files, :func:`first_difference`
-  finds the first op where two traces differ.
+* the debug mode (:mod:`.trace`): ``trace=`` callbacks receive an ``OpRecord`` per op / kernel, and
+  ``debug_dump_dir=`` / ``dump_dir=`` write the shared dump format of :mod:`mmfc.dialects.dump`
+  (``mmfc.compare`` finds the first kernel where two backends' dumps differ).
 
 ``mmfc run FILE.mlir --entry NAME --input a.npy ...`` is the command-line face of this package.
 """
@@ -14,28 +14,14 @@
 from mmfc.backends.interp.errors import InterpError
 from mmfc.backends.interp.functions import KernelProgram, TernaryFunctions, supported_op_types
 from mmfc.backends.interp.runner import InterpRunner, make_interpreter, run_module
-from mmfc.backends.interp.trace import (
-    Difference,
-    DumpWriter,
-    Monitor,
-    OpRecord,
-    TraceRecorder,
-    first_difference,
-    load_dump,
-)
+from mmfc.backends.interp.trace import Monitor
 
 __all__ = [
-    "Difference",
-    "DumpWriter",
     "InterpError",
     "InterpRunner",
     "KernelProgram",
     "Monitor",
-    "OpRecord",
     "TernaryFunctions",
-    "TraceRecorder",
-    "first_difference",
-    "load_dump",
     "make_interpreter",
     "run_module",
     "supported_op_types",

@@ -2,7 +2,7 @@
 
 Each op calls the function of :mod:`mmfc.dialects.numerics` its docstring names; nothing here
 re-implements the arithmetic (the only inline arithmetic is ``mul``/``add``/``sub``: one f32 numpy
-operator each). Values are numpy objects (see :mod:`mmfc.backends.interp.values`).
+operator each). Values are numpy objects (see :mod:`mmfc.dialects.values`).
 
 Operands are checked against each other at run time (dynamic dims: e.g. a mask whose batch differs
 from the activations'), so numpy never broadcasts silently; a mismatch is an :class:`InterpError`.
@@ -43,7 +43,7 @@ from mmfc.dialects import numerics as nm
 from mmfc.dialects import ternary as T
 from mmfc.dialects.weights import WeightStore
 from mmfc.backends.interp.errors import InterpError
-from mmfc.backends.interp.values import F32, describe_value, value_problem
+from mmfc.dialects.values import F32, describe_value, value_problem
 
 # safetensors dtype code a float tensor type must be stored with
 _STORED_FLOAT = {BFloat16Type: "BF16", Float16Type: "F16", Float32Type: "F32", Float64Type: "F64"}

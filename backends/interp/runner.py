@@ -13,11 +13,10 @@ One runner serves every batch size and length: dynamic dims (``?``) take the siz
 Weights are read once and kept (a decode loop reads each weight once).
 
 Debug mode (see :mod:`mmfc.backends.interp.trace`): ``trace=callback`` (or a list of them) receives an
-:class:`OpRecord` for each op of the function bodies as it finishes (a kernel as one op;
+``OpRecord`` for each op of the function bodies as it finishes (a kernel as one op;
 ``trace_kernel_bodies=True`` adds every op inside a kernel, per program); ``debug_dump_dir=DIR``
 writes them to ``DIR/<run>_<entry>/NNN_<op>.npy`` plus ``trace.jsonl`` (``run(..., dump_dir=D)``
-writes one run's records straight into ``D``); :func:`first_difference` finds the first record where
-two traces (e.g. two backends' dumps) differ.
+writes one run's records straight into ``D``), in the dump format of :mod:`mmfc.dialects.dump`.
 """
 
 from __future__ import annotations
@@ -36,8 +35,9 @@ from mmfc.dialects.diagnostics import UserError
 from mmfc.dialects.weights import WeightStore, resolve_store, set_mlir_path
 from mmfc.backends.interp.errors import InterpError
 from mmfc.backends.interp.functions import TernaryFunctions, supported_op_types
-from mmfc.backends.interp.trace import DumpWriter, Monitor, TraceCallback
-from mmfc.backends.interp.values import as_output, coerce_input, value_dtype, value_shape
+from mmfc.backends.interp.trace import Monitor
+from mmfc.dialects.dump import DumpWriter, TraceCallback
+from mmfc.dialects.values import as_output, coerce_input, value_dtype, value_shape
 
 
 def make_interpreter(

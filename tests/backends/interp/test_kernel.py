@@ -24,13 +24,9 @@ from xdsl.dialects.builtin import IntegerType, ModuleOp, TensorType, f32
 from xdsl.ir import Attribute, Block, Region, SSAValue
 from xdsl.rewriter import InsertPoint
 
-from mmfc.backends.interp import (
-    InterpError,
-    InterpRunner,
-    TraceRecorder,
-    first_difference,
-    load_dump,
-)
+from mmfc.backends.interp import InterpError, InterpRunner
+from mmfc.compare import first_difference
+from mmfc.dialects.dump import TraceRecorder, load_dump
 from mmfc.backends.interp import functions as interp_functions
 from mmfc.dialects import numerics as nm
 from mmfc.dialects import ternary as T

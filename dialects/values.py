@@ -1,6 +1,7 @@
-"""How the interpreter holds IR values in Python, and the checks on them.
+"""IR types as arrays: how every backend holds IR values on the host, and the checks on them.
 
-Every IR value is a plain numpy object:
+The interpreter holds each IR value as a plain numpy object; every other backend converts its own
+device values to and from this representation at its boundary (inputs, results, debug dumps):
 
 ===============================================  ===============================================
 IR type                                          Python value
