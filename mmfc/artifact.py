@@ -2,12 +2,15 @@
 
 Layout (``mmfc compile ... -o OUT``)::
 
-    OUT/manifest.json        format, mmfc and dependency versions, target, pipeline, entry points,
-                             files with their sizes and sha256 checksums, per-layer stats
+    OUT/manifest.json        format, mmfc and dependency versions, the target (its name, the options
+                             it was compiled with, and its record: what the build depends on, e.g.
+                             a Triton version or GPU architecture), pipeline, entry points, files
+                             with their sizes and sha256 checksums, per-layer stats
     OUT/model.mlir           the final IR; its mmfc.weights attribute names weights.safetensors
     OUT/weights.safetensors  a standalone store holding exactly the tensors the IR references
                              (packed trits, scales, norms, embedding, ...)
     OUT/config.json          the model config (and tokenizer files) when the source had them
+    OUT/<target files>       what the target's ``build`` made (generated code, binaries), checksummed
     OUT/cache/               caches filled later (e.g. GPU tuning): outside the checksums
 
 Written atomically: everything goes to a temporary folder beside OUT, which then replaces OUT in
@@ -32,10 +35,11 @@ from typing import Any
 from xdsl.dialects.builtin import ModuleOp
 
 from mmfc.dialects.diagnostics import UserError
+from mmfc.dialects.target import Build
 from mmfc.dialects.weights import STORE_ATTR, WeightStore, set_store_attr
 
 FORMAT = "mmfc-artifact"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
 IR_FILE = "model.mlir"
 WEIGHTS_FILE = "weights.safetensors"
@@ -88,13 +92,14 @@ def write_artifact(
     *,
     target: str,
     pipeline: str,
+    target_options: dict[str, Any] | None = None,
+    build: Build | None = None,
     config: dict[str, Any] | None = None,
     source_dir: Path | None = None,
     stats: dict[str, Any] | None = None,
-    extra_files: dict[str, str] | None = None,
 ) -> Path:
-    """Write the artifact folder ``out`` atomically; returns its path. ``extra_files``: name -> text
-    (generated code of a target, e.g. ``kernels.py``), checksummed like the rest."""
+    """Write the artifact folder ``out`` atomically; returns its path. ``build``: the target's files
+    (checksummed like the rest) and record; ``target_options``: the compile-time options used."""
     from xdsl.printer import Printer
 
     out = Path(out)
@@ -119,8 +124,11 @@ def write_artifact(
             for fname in TOKENIZER_FILES:
                 if (source_dir / fname).is_file():
                     shutil.copy2(source_dir / fname, tmp / fname)
-        for fname, text in (extra_files or {}).items():
-            (tmp / fname).write_text(text)
+        build = build or Build()
+        for fname, data in build.files.items():
+            if Path(fname).name != fname or fname in (MANIFEST, IR_FILE, WEIGHTS_FILE, CONFIG_FILE, CACHE_DIR):
+                raise ValueError(f"target {target}: artifact file name {fname!r} is not a free plain name")
+            (tmp / fname).write_bytes(data)
         files = {
             p.name: {"bytes": p.stat().st_size, "sha256": sha256_of(p)}
             for p in sorted(tmp.iterdir())
@@ -130,7 +138,7 @@ def write_artifact(
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "target": target,
+            "target": {"name": target, "options": target_options or {}, "record": build.record},
             "pipeline": pipeline,
             "entries": _entries(module),
             "versions": versions(),
@@ -176,6 +184,18 @@ class Artifact:
     store: WeightStore
     config: dict[str, Any] | None
 
+    @property
+    def target(self) -> str:
+        return str(self.manifest["target"]["name"])
+
+    @property
+    def target_options(self) -> dict[str, Any]:
+        return dict(self.manifest["target"].get("options") or {})
+
+    @property
+    def target_record(self) -> dict[str, Any]:
+        return dict(self.manifest["target"].get("record") or {})
+
 
 def read_manifest(path: str | Path) -> dict[str, Any]:
     path = Path(path)
@@ -192,8 +212,12 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
         raise ArtifactError(f"{mf}: not an mmfc artifact manifest (format != {FORMAT!r})")
     if manifest.get("format_version") != FORMAT_VERSION:
         raise ArtifactError(
-            f"{mf}: artifact format version {manifest.get('format_version')!r}; this mmfc reads {FORMAT_VERSION}"
+            f"{mf}: artifact format version {manifest.get('format_version')!r}; this mmfc reads {FORMAT_VERSION} "
+            "(compile the model again)"
         )
+    target = manifest.get("target")
+    if not isinstance(target, dict) or not isinstance(target.get("name"), str):
+        raise ArtifactError(f"{mf}: no target name (the manifest's \"target\" must be {{\"name\": ...}})")
     return manifest
 
 

@@ -23,6 +23,7 @@ SUBCOMMANDS: dict[str, str] = {
     "generate": "generate",
     "run": "run",
     "passes": "list_passes",
+    "targets": "list_targets",
 }
 
 EXIT_USER_ERROR = 2

@@ -18,7 +18,7 @@ import torch
 
 from mmfc import cli
 from mmfc.commands.info import describe, format_bytes, render
-from mmfc.commands.model_source import ModelSource
+from mmfc.source import ModelSource
 from mmfc.frontends.torch import HGRNBitForCausalLM
 
 PRESET = "tiny"

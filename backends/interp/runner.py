@@ -9,6 +9,8 @@
     logits, state = runner.prefill(ids, mask)               # modules made by dialects.builder.build_model
     logits, state = runner.decode_step(next_ids, state)
 
+Generation (greedy or sampled, one loop for every target) is ``mmfc.CompiledModel.generate``.
+
 One runner serves every batch size and length: dynamic dims (``?``) take the sizes the inputs bring.
 Weights are read once and kept (a decode loop reads each weight once).
 
@@ -32,6 +34,7 @@ from xdsl.interpreter import Interpreter
 from xdsl.interpreters.func import FuncFunctions
 
 from mmfc.dialects.diagnostics import UserError
+from mmfc.dialects.target import Runner
 from mmfc.dialects.weights import WeightStore, resolve_store, set_mlir_path
 from mmfc.backends.interp.errors import InterpError
 from mmfc.backends.interp.functions import TernaryFunctions, supported_op_types
@@ -60,8 +63,9 @@ def make_interpreter(
     return interpreter, functions, monitor
 
 
-class InterpRunner:
-    """Runs the functions of ``module`` on numpy inputs (see the module docstring).
+class InterpRunner(Runner):
+    """Runs the functions of ``module`` on numpy inputs (see the module docstring); the runner of the
+    ``interp`` target (:mod:`mmfc.backends.interp.target`): its device values are numpy arrays.
 
     ``store``: the weight store; None resolves the module's ``mmfc.weights`` attribute (relative to
     ``mlir_path`` when given, else to the path recorded by ``set_mlir_path``, else the current
@@ -84,6 +88,7 @@ class InterpRunner:
         trace_weights: bool = False,
         debug_dump_dir: str | Path | None = None,
     ) -> None:
+        super().__init__(module)
         if verify:
             module.verify()
         if store is None:
@@ -100,6 +105,12 @@ class InterpRunner:
         self.monitor.trace_weights = trace_weights
         self.runs = 0
         self._checked: set[str] = set()
+
+    target = "interp"
+
+    @property
+    def device(self) -> str:
+        return "numpy interpreter on the CPU"
 
     # ------------------------------------------------------------------------------ entry points
 
@@ -237,34 +248,6 @@ class InterpRunner:
                 raise InterpError(f"{entry}: cannot make a zero state for an argument of type {t}; pass state=")
             zeros.append(np.zeros((batch, *shape[1:]), dtype=value_dtype(t)))
         return zeros
-
-    def generate(
-        self,
-        input_ids: Any,
-        attention_mask: Any | None = None,
-        max_new_tokens: int = 20,
-        eos_token_id: int | None = None,
-        pad_token_id: int | None = None,
-    ) -> np.ndarray:
-        """Greedy decoding: prefill, then ``decode_step`` per new token; ``[B, T + n]`` ids, rows
-        that produced ``eos_token_id`` padded afterwards (the PyTorch model's ``generate`` loop)."""
-        ids = np.asarray(input_ids, dtype=np.int64)
-        logits, state = self.prefill(ids, attention_mask)
-        nxt_logits = logits[:, -1]
-        tokens = [ids]
-        finished = np.zeros(ids.shape[0], dtype=bool)
-        pad = pad_token_id if pad_token_id is not None else (eos_token_id if eos_token_id is not None else 0)
-        for step in range(max_new_tokens):
-            nxt = np.argmax(nxt_logits, axis=-1).astype(np.int64)
-            nxt = np.where(finished, pad, nxt)
-            tokens.append(nxt[:, None])
-            if eos_token_id is not None:
-                finished |= nxt == eos_token_id
-                if finished.all():
-                    break
-            if step + 1 < max_new_tokens:
-                nxt_logits, state = self.decode_step(nxt, state)
-        return np.concatenate(tokens, axis=1)
 
 
 def _listing(types: Sequence[Any]) -> str:

@@ -22,7 +22,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from mmfc.commands.model_source import ModelSource, add_model_arguments, load_config, load_model, resolve
+from mmfc.commands.target_options import add_target_arguments, target_options_from_args
+from mmfc.source import ModelSource, add_model_arguments, load_config, load_model, source_from_args
 from mmfc.dialects.diagnostics import UserError
 
 if TYPE_CHECKING:
@@ -143,7 +144,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         description="Prefill a prompt and decode new tokens with the PyTorch model, or with a compiled ARTIFACT. Greedy unless "
         "--temperature, --top-k or --top-p is given; stops at the config's eos_token_id unless --ignore-eos.",
     )
-    add_model_arguments(p, artifact=True)
+    add_model_arguments(p, positional="ARTIFACT")
     prompt = p.add_mutually_exclusive_group(required=True)
     prompt.add_argument("--prompt", metavar="TEXT", help="prompt text (needs the checkpoint's tokenizer)")
     prompt.add_argument("--prompt-ids", metavar="IDS", type=token_ids, help="prompt token ids, e.g. 1,2,3")
@@ -171,6 +172,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--init-seed", metavar="S", type=int, default=0, help="seed of a preset's random weights (default 0)"
     )
     p.add_argument("--json", action="store_true", help="print one JSON object (ids, text, timing)")
+    p.add_argument(
+        "--debug-dump", metavar="DIR", help="ARTIFACT only: write each call's kernel outputs to DIR/NNN_<entry>/"
+    )
+    add_target_arguments(p, at=("load",), target_flag=False)
     return p
 
 
@@ -223,6 +228,22 @@ def run(args: argparse.Namespace) -> int:
         return _generate(args)
 
 
+def _load_options(args: argparse.Namespace, source: ModelSource) -> dict[str, Any]:
+    """The compiled artifact's load-time target options and debug dump (refused for other sources)."""
+    given = {k: v for k, v in vars(args).items() if k.startswith("target_opt_") and v is not None}
+    if source.kind != "artifact":
+        if given or args.debug_dump is not None:
+            raise UserError("target options and --debug-dump apply to a compiled ARTIFACT only")
+        return {}
+    from mmfc.artifact import read_manifest
+
+    target = read_manifest(source.path)["target"]["name"]
+    options: dict[str, Any] = target_options_from_args(args, target, at=("load",))
+    if args.debug_dump is not None:
+        options["debug_dump_dir"] = args.debug_dump
+    return options
+
+
 def _runs_on(model: Any) -> str:
     return str(model.device) if str(model.device).startswith("target") else f"PyTorch, {model.device}"
 
@@ -230,7 +251,8 @@ def _runs_on(model: Any) -> str:
 def _generate(args: argparse.Namespace) -> int:
     import torch
 
-    source = resolve(args)
+    source = source_from_args(args, allow=("checkpoint", "preset", "artifact"))
+    load_options = _load_options(args, source)
     config = load_config(source)  # cheap: lets bad ids and a missing tokenizer fail before the weights load
 
     tokenizer = None
@@ -247,7 +269,7 @@ def _generate(args: argparse.Namespace) -> int:
 
     timing = Timing()
     start = time.perf_counter()
-    model = load_model(source, init_seed=args.init_seed)
+    model = load_model(source, **load_options)
     timing.load_s = time.perf_counter() - start
     if tokenizer is None:
         tokenizer = model.tokenizer  # a checkpoint's tokenizer decodes --prompt-ids output too

@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from mmfc.commands.model_source import add_model_arguments, resolve
+from mmfc.source import add_model_arguments, import_ir, source_from_args
 from mmfc.dialects.diagnostics import UserError
 
 
@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     from mmfc.dialects.context import mmfc_context
     from mmfc.dialects.weights import write_module_store
 
-    source = resolve(args)
+    source = source_from_args(args, allow=("checkpoint", "preset"))
     entries = tuple(args.entry or ("prefill", "decode_step"))
     out = None if args.output == "-" else Path(args.output)
     if out is not None and not (out.parent if str(out.parent) else Path(".")).is_dir():
@@ -51,19 +51,7 @@ def run(args: argparse.Namespace) -> int:
     if out is None and source.kind == "preset" and args.store_dir is None:
         raise UserError("a preset's weights must be written somewhere: give -o OUT.mlir or --store-dir DIR")
     start = time.perf_counter()
-    if source.kind == "checkpoint":
-        from mmfc.frontends.torch.importer import import_checkpoint
-
-        assert source.path is not None
-        imported = import_checkpoint(source.path, entries)
-    else:
-        from mmfc.frontends.torch.importer import import_model
-        from mmfc.frontends.torch.modeling import HGRNBitForCausalLM
-
-        assert source.preset is not None
-        model = HGRNBitForCausalLM.from_preset(source.preset, seed=args.init_seed)
-        imported = import_model(model, entries)
-    module = imported.module
+    module = import_ir(source, entries).module
     module.verify()
     store_path = write_module_store(module, out, store_dir=args.store_dir)
     from mmfc.commands.opt import print_module

@@ -16,7 +16,7 @@ import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from mmfc.commands.model_source import ModelSource, add_model_arguments, load_config, resolve
+from mmfc.source import ModelSource, add_model_arguments, load_config, source_from_args
 
 if TYPE_CHECKING:
     from mmfc.frontends.torch.config import HGRNBitConfig
@@ -156,7 +156,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    source = resolve(args)
+    source = source_from_args(args, allow=("checkpoint", "preset"))
     facts = describe(load_config(source), source)
     print(json.dumps(facts, indent=2) if args.json else render(facts))
     return 0

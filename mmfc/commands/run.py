@@ -1,14 +1,16 @@
-"""``mmfc run FILE.mlir --entry NAME --input a.npy [--input b.npy ...] [-o DIR]``: run IR with numpy.
+"""``mmfc run FILE.mlir --entry NAME --input a.npy [--input b.npy ...] [-o DIR] [--target T]``: run IR.
 
 Parses and verifies ``FILE.mlir`` (``-``: stdin), opens its weight store (the module's ``mmfc.weights``
-path, relative to the file), runs function ``@NAME`` in the reference interpreter
-(``mmfc.backends.interp``) on the ``.npy`` inputs (one per argument, in order), writes the results to
+path, relative to the file), runs function ``@NAME`` on the ``.npy`` inputs (one per argument, in
+order) on a target (``--target``, default ``interp``: the numpy reference interpreter; the IR runs as
+it is, no passes, so a target that needs fused IR refuses unfused IR), writes the results to
 ``DIR/out0.npy``, ``DIR/out1.npy``, ... (default: the current directory; all files or none) and prints
 one line per result: file, dtype, shape, IR type. ``--entry`` may be left out when the module has one
 function.
 
 ``--dump-dir DIR`` is the debug mode: each op's (each kernel's) results go to ``DIR/NNN_<op>.npy`` with
-an index in ``DIR/trace.jsonl`` (``--trace-kernel-bodies`` adds every op inside a kernel, per program).
+an index in ``DIR/trace.jsonl``, the dump format every target writes (the interpreter's
+``--trace-kernel-bodies`` adds every op inside a kernel, per program).
 
 Every mistake is one line and exit code 2: a missing or unreadable ``.npy``, a wrong number of inputs,
 an input of the wrong rank, shape or dtype, an unknown entry, IR that does not parse or verify, a
@@ -25,6 +27,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mmfc.commands.target_options import add_target_arguments, target_options_from_args
 from mmfc.dialects.diagnostics import UserError
 
 if TYPE_CHECKING:
@@ -34,7 +37,7 @@ if TYPE_CHECKING:
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:  # type: ignore[type-arg]
     p = subparsers.add_parser(
         "run",
-        help="run a function of an .mlir file with the numpy reference interpreter",
+        help="run a function of an .mlir file (numpy reference interpreter, or --target)",
         description=(__doc__ or "").split("\n\n")[0],
     )
     p.add_argument("input_file", metavar="FILE", help="input .mlir file ('-': stdin)")
@@ -45,51 +48,56 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     p.add_argument("-o", "--output-dir", default=".", metavar="DIR", help="where out0.npy ... go (default: .)")
     p.add_argument("--dump-dir", metavar="DIR", help="debug mode: write every op's results to DIR/NNN_<op>.npy")
-    p.add_argument(
-        "--trace-kernel-bodies", action="store_true", help="with --dump-dir: also the ops inside kernels, per program"
-    )
     p.add_argument("--parse-timeout", type=float, default=None, metavar="SECONDS", help="stop parsing after this long")
+    add_target_arguments(p, at=("compile", "load"))
     return p
 
 
 def run(args: argparse.Namespace) -> int:
+    from mmfc.api import run_ir
     from mmfc.commands.opt import read_input
     from mmfc.dialects.context import mmfc_context
     from mmfc.dialects.source import parse_module, verify_module
+    from mmfc.dialects.target import entries_of, function_of
+    from mmfc.dialects.weights import resolve_store, set_mlir_path
 
+    options = target_options_from_args(args, args.target, at=("compile", "load"))
     name, text = read_input(args.input_file)
     arrays = [load_npy(path) for path in args.inputs]  # file mistakes before the (slower) parse
     module, source = parse_module(mmfc_context(), text, name, time_limit_s=args.parse_timeout)
     verify_module(module, source)
-    mlir_path = None if args.input_file == "-" else Path(args.input_file)
-
-    from mmfc.backends.interp import InterpError, InterpRunner
-
-    runner = InterpRunner(module, mlir_path=mlir_path, verify=False, trace_kernel_bodies=args.trace_kernel_bodies)
-    entry = args.entry or _only_entry(runner, name)
+    if args.input_file != "-":
+        set_mlir_path(module, Path(args.input_file))
+    entry = args.entry or _only_entry(entries_of(module), name)
+    function_of(module, entry)  # an unknown entry fails before the target loads
+    runner = None
     try:
+        runner = run_ir(module, resolve_store(module), args.target, **options)
         results = runner.run(entry, *arrays, dump_dir=args.dump_dir)
-    except InterpError as exc:
-        if exc.input_index is not None and exc.input_index < len(args.inputs):
-            raise UserError(f"{args.inputs[exc.input_index]}: {exc}") from None
-        if exc.op is not None:
-            raise source.error_at(exc.op, str(exc)) from None
-        raise
-    except UserError as exc:  # e.g. a tensor missing from the store: say which op wanted it
-        op = runner.monitor.failing_op()
+        host = [runner.download(r) for r in results]
+    except UserError as exc:
+        index = getattr(exc, "input_index", None)
+        if index is not None and index < len(args.inputs):
+            raise UserError(f"{args.inputs[index]}: {exc}") from None
+        op = getattr(exc, "op", None) or _failing_op(runner)
         if op is not None:
             raise source.error_at(op, str(exc)) from None
         raise
-    out_types = runner.function(entry).function_type.outputs.data
-    files = write_outputs(Path(args.output_dir), results)
-    for path, value, t in zip(files, results, out_types):
+    out_types = function_of(module, entry).function_type.outputs.data
+    files = write_outputs(Path(args.output_dir), host)
+    for path, value, t in zip(files, host, out_types):
         shape = "x".join(str(d) for d in value.shape) or "scalar"
         sys.stdout.write(f"{path}: {value.dtype} [{shape}] ({t})\n")
     return 0
 
 
-def _only_entry(runner: Any, name: str) -> str:
-    entries = runner.entries()
+def _failing_op(runner: Any) -> Any:
+    """The op a runner was running when it failed, where it knows (the interpreter does)."""
+    monitor = getattr(runner, "monitor", None)
+    return monitor.failing_op() if monitor is not None else None
+
+
+def _only_entry(entries: list[str], name: str) -> str:
     if len(entries) == 1:
         return entries[0]
     have = ", ".join(f"@{e}" for e in entries) or "none"

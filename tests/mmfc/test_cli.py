@@ -19,7 +19,9 @@ from hypothesis import strategies as st
 
 from mmfc.cli import main
 from mmfc.commands import info as info_cmd
-from mmfc.commands.model_source import PRESET_NAMES
+from mmfc.frontends.torch.config import PRESETS
+
+PRESET_NAMES = tuple(PRESETS)
 from mmfc.dialects.numerics import pack, packed_row_bytes
 from mmfc.frontends.torch import PRESETS, BitLinear, HGRNBitConfig, HGRNBitForCausalLM, preset_config
 from mmfc.frontends.torch import checkpoint as checkpoint_mod

@@ -68,7 +68,7 @@ def test_artifact_layout_and_checksums(tmp_path: Path) -> None:
     names = sorted(p.name for p in (tmp_path / "art").iterdir())
     assert names == ["config.json", "manifest.json", "model.mlir", "weights.safetensors"]
     manifest = verify_artifact(tmp_path / "art")
-    assert manifest["target"] == "interp" and manifest["versions"]["mmfc"] == mmfc.__version__
+    assert manifest["target"] == {"name": "interp", "options": {}, "record": {}} and manifest["versions"]["mmfc"] == mmfc.__version__
     assert set(manifest["files"]) == {"config.json", "model.mlir", "weights.safetensors"}
     assert 'mmfc.weights = "weights.safetensors"' in (tmp_path / "art" / "model.mlir").read_text()
     # tampering is caught on load
@@ -123,7 +123,7 @@ def test_cli_compile_then_generate(tmp_path: Path, capsys: pytest.CaptureFixture
 def test_cli_compile_user_mistakes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     for argv, needle in [
         (["compile", "--preset", "tiny", "-o", str(tmp_path / "a"), "-p", "no-such-pass"], "no-such-pass"),
-        (["compile", "-o", str(tmp_path / "b")], "exactly one"),
+        (["compile", "-o", str(tmp_path / "b")], "no model given"),
         (["compile", str(tmp_path / "missing.mlir"), "-o", str(tmp_path / "c")], "no such file"),
         (["compile", "--preset", "nope", "-o", str(tmp_path / "d")], "unknown preset"),
     ]:

@@ -20,6 +20,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mmfc.api import CompiledModel
 from mmfc.backends.interp import InterpRunner
 from mmfc.dialects.builder import WeightForm, build_model
 from mmfc.dialects.weights import MemoryStore
@@ -47,6 +48,12 @@ def model_and_runner(form: WeightForm, seed: int = 0) -> tuple[HGRNBitForCausalL
     else:
         assert store.get("lm_head.weight").dtype == np.int8 and store.get("lm_head.weight_scale").shape == ()
     return model, InterpRunner(build_model(config(), form), store)
+
+
+def generate(runner: InterpRunner, ids: np.ndarray, mask: np.ndarray | None = None, **kwargs: object) -> np.ndarray:
+    """Generation on the interpreter goes through the one generation loop of every target."""
+    attention = None if mask is None else torch.from_numpy(mask)
+    return CompiledModel(runner).generate(torch.from_numpy(ids), attention, **kwargs).numpy()
 
 
 def left_padded(seed: int, b: int, t: int) -> tuple[np.ndarray, np.ndarray]:
@@ -111,7 +118,7 @@ def test_greedy_generation_matches_pytorch(form: WeightForm, b: int, t: int, see
     model, runner = model_and_runner(form)
     ids, mask = left_padded(seed, b, t)
     new = 6
-    out = runner.generate(ids, mask, max_new_tokens=new)
+    out = generate(runner, ids, mask, max_new_tokens=new)
     ref = model.generate(torch.from_numpy(ids), attention_mask=torch.from_numpy(mask), max_new_tokens=new, eos_token_id=None)
     assert out.shape == (b, t + new)
     np.testing.assert_array_equal(out[:, :t], ids)
@@ -155,9 +162,9 @@ def test_generate_stops_at_eos_and_pads_like_pytorch() -> None:
     """EOS ends a row (padded with ``pad_token_id`` afterwards), as PyTorch's ``generate`` does."""
     model, runner = model_and_runner(WeightForm.FLOAT)
     ids = np.random.default_rng(2).integers(0, V, (2, 4))
-    free = runner.generate(ids, max_new_tokens=5)
+    free = generate(runner, ids, max_new_tokens=5)
     eos = int(free[0, 5])  # row 0's second new token: it finishes there, row 1 may go on
-    out = runner.generate(ids, max_new_tokens=5, eos_token_id=eos, pad_token_id=0)
+    out = generate(runner, ids, max_new_tokens=5, eos_token_id=eos, pad_token_id=0)
     ref = model.generate(torch.from_numpy(ids), max_new_tokens=5, eos_token_id=eos, pad_token_id=0)
     # flip-aware rule: tokens equal up to each row's first low-margin step (padding compares as equal)
     step_logits = model(ref).logits[:, 3:-1]
