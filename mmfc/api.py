@@ -368,7 +368,12 @@ def load(artifact_dir: str | Path, *, debug_dump_dir: str | Path | None = None, 
     the target's load-time options (its compile-time ones are fixed in the artifact)."""
     from mmfc.artifact import load_artifact
 
+    from mmfc.targets import installed_targets
+
     art = load_artifact(artifact_dir)
+    if art.target not in installed_targets():
+        have = ", ".join(sorted(installed_targets())) or "none"
+        raise UserError(f"{art.path}: compiled for target {art.target!r}, which is not installed here (installed: {have})")
     tgt = get_target(art.target)
     given = tgt.resolve_options(options, at="load")
     recorded = {o.name: art.target_options.get(o.name, o.default) for o in tgt.options if o.at == "compile"}
