@@ -19,9 +19,6 @@ from hypothesis import strategies as st
 
 from mmfc.cli import main
 from mmfc.commands import info as info_cmd
-from mmfc.frontends.torch.config import PRESETS
-
-PRESET_NAMES = tuple(PRESETS)
 from mmfc.dialects.numerics import pack, packed_row_bytes
 from mmfc.frontends.torch import PRESETS, BitLinear, HGRNBitConfig, HGRNBitForCausalLM, preset_config
 from mmfc.frontends.torch import checkpoint as checkpoint_mod
@@ -99,8 +96,11 @@ def test_building_the_parser_does_not_import_torch() -> None:
     assert proc.stdout.strip() == "False"
 
 
-def test_preset_names_in_help_match_the_presets() -> None:
-    assert tuple(PRESET_NAMES) == tuple(PRESETS)
+def test_help_names_every_preset(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["info", "--help"])
+    out = capsys.readouterr().out
+    assert all(name in out for name in PRESETS)
 
 
 # ------------------------------------------------------------------------------------------ info
