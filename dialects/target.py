@@ -127,15 +127,19 @@ class Runner(ABC):
     """A compiled model loaded on one target (see the module docstring).
 
     ``module`` is the final IR it runs (the signatures of its functions say what ``run`` takes and
-    returns). Subclasses implement :meth:`run` and, when their values do not live in host numpy
+    returns), ``store`` the weights its symbols name. Subclasses implement :meth:`run` and, when their values do not live in host numpy
     arrays, :meth:`upload`, :meth:`download` and :meth:`to_torch`.
     """
 
     #: the target's name (``interp``, ``triton``, ...)
     target: ClassVar[str] = ""
+    #: whether ``run("decode_step", ...)`` returns the same result buffers at every call (a
+    #: workspace), so that a caller who keeps them must copy them
+    reuses_outputs: ClassVar[bool] = False
 
-    def __init__(self, module: ModuleOp) -> None:
+    def __init__(self, module: ModuleOp, store: WeightStore | None = None) -> None:
         self.module = module
+        self.store = store
 
     @property
     def device(self) -> str:

@@ -181,11 +181,18 @@ class CompiledModel:
         return _Output(self.runner.to_torch(logits), CompiledState(self.runner, new_state))
 
     def decode_step(self, input_ids: Any, state: Sequence[Any] | None) -> tuple[Any, CompiledState]:
-        """One token per row: ``(logits [B, V], state)``."""
+        """One token per row: ``(logits [B, V], state)``. The returned state is the runner's own (on
+        some targets a buffer the next step updates in place: hand it to the next step)."""
+        return self._decode_step(input_ids, state, keep=True)
+
+    def _decode_step(self, input_ids: Any, state: Sequence[Any] | None, *, keep: bool) -> tuple[Any, CompiledState]:
         ids = _int64(input_ids).reshape(-1)
         h = self._state_values(state, ids.shape[0])
         logits, *new_state = self._run("decode_step", self.runner.upload(ids), *h)
-        return self.runner.to_torch(logits), CompiledState(self.runner, new_state)
+        out = self.runner.to_torch(logits)
+        if keep and self.runner.reuses_outputs:
+            out = out.clone()  # the runner writes the next step's logits into the same buffer
+        return out, CompiledState(self.runner, new_state)
 
     def generate(
         self,
@@ -214,7 +221,7 @@ class CompiledModel:
         mask = None if attention_mask is None else torch.as_tensor(attention_mask).to(self.torch_device)
         out = generate_loop(
             prefill=lambda i, m: self.prefill(i, m),
-            decode_step=self.decode_step,
+            decode_step=lambda i, s: self._decode_step(i, s, keep=False),  # used at once: no copy
             input_ids=ids.to(self.torch_device),
             attention_mask=mask,
             max_new_tokens=max_new_tokens,

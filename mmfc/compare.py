@@ -127,4 +127,143 @@ def first_kernel_difference(
     return compare_records(dumps[0], dumps[1], rtol=rtol, atol=atol)
 
 
-__all__ = ["Comparison", "Difference", "compare_records", "first_difference", "first_kernel_difference"]
+
+
+# --------------------------------------------------------------------------------------------------
+# Per-op exactness inside kernels
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class OpCheck:
+    """One body op re-computed with the shared semantics on the backend's own inputs."""
+
+    kernel: str | None
+    func: str
+    body: int
+    op: str
+    ties: int  # int8 activations allowed to differ by 1 because x * s lies within an ulp of a tie
+    max_rel: float  # worst relative difference of float results (0 for integer results)
+
+
+def _near_tie(x: np.ndarray, s: np.ndarray) -> np.ndarray:
+    """Where ``x * s`` (float32) lies within one ulp of a rounding tie (``k + 0.5``)."""
+    t = np.abs(np.asarray(x, np.float32) * np.asarray(s, np.float32))
+    return np.abs(t - np.floor(t) - np.float32(0.5)) <= np.spacing(t)
+
+
+def check_kernel_ops(
+    module: Any, store: Any, entry: str, inputs: Sequence[Any], records: Sequence[OpRecord], *, float_rtol: float = 1e-5
+) -> list[OpCheck]:
+    """Re-compute every body op a backend's debug dump recorded (whole values, ``program`` None)
+    with the shared op semantics, fed the backend's own operands, and check its results: integers
+    (int8 activations, int32 accumulators) exactly, except a ±1 in the int8 activations of
+    ``quant_act`` where ``x * s`` lies within one ulp of a tie; floats within ``float_rtol`` of the
+    largest magnitude (relative). Function-level values come from the backend's kernel records (and
+    the semantics for ops it records at function level). Raises ``AssertionError`` naming the op
+    that differs; returns what was checked."""
+    from xdsl.dialects import func as func_d
+
+    from mmfc.dialects import ternary as T
+    from mmfc.dialects.target import function_of
+    from mmfc.dialects.ternary.semantics import evaluate
+    from mmfc.dialects.values import coerce_input
+
+    fn = function_of(module, entry)
+    kernels = [r for r in records if r.func == entry and r.body is None]
+    bodies: dict[tuple[str | None, int], OpRecord] = {
+        (r.label, r.body): r for r in records if r.func == entry and r.body is not None and r.program is None
+    }
+    env: dict[Any, Any] = {}
+    for arg, value in zip(fn.body.block.args, inputs):
+        env[arg] = coerce_input(value, arg.type)[0]
+    done: list[OpCheck] = []
+    position = 0
+    for op in fn.body.block.ops:
+        if isinstance(op, T.WeightOp):
+            raw = store.get(op.sym.string_value())
+            env[op.result] = coerce_input(np.asarray(raw) if not T.is_scale_type(op.result.type) else np.float32(raw), op.result.type)[0]
+            continue
+        if isinstance(op, func_d.ReturnOp):
+            break
+        if not isinstance(op, T.KernelOp):
+            # recorded by the backend (it launched it), else computed by the shared semantics
+            record = _find_record(kernels, position, op.name, None)
+            if record is None:
+                env.update(zip(op.results, evaluate(op, *(env[v] for v in op.operands))))
+            else:
+                position = kernels.index(record) + 1
+                env.update(zip(op.results, record.results))
+            continue
+        label = op.attributes["label"].data if "label" in op.attributes else None  # type: ignore[union-attr]
+        record = _next_record(kernels, position, "ternary.kernel", label)
+        position = kernels.index(record) + 1
+        inner: dict[Any, Any] = {arg: env[v] for arg, v in zip(op.body.block.args, op.inputs)}
+        for index, body_op in enumerate(op.body.block.ops):
+            if isinstance(body_op, T.YieldOp):
+                break
+            got = bodies.get((label, index))
+            if got is None:  # not recorded (a view, or a weight unpacked in registers): the semantics
+                inner.update(zip(body_op.results, evaluate(body_op, *(inner[v] for v in body_op.operands))))
+                continue
+            want = evaluate(body_op, *(inner[v] for v in body_op.operands))
+            done.append(_check_op(label, entry, index, body_op, [inner[v] for v in body_op.operands], got.results, want, float_rtol))
+            inner.update(zip(body_op.results, got.results))
+        env.update(zip(op.results, record.results))
+    return done
+
+
+def _find_record(records: Sequence[OpRecord], start: int, name: str, label: str | None) -> OpRecord | None:
+    for r in records[start:]:
+        if r.name == name and r.label == label:
+            return r
+    return None
+
+
+def _next_record(records: Sequence[OpRecord], start: int, name: str, label: str | None) -> OpRecord:
+    found = _find_record(records, start, name, label)
+    if found is None:
+        raise AssertionError(f"the dump has no record of {name} ({label}) after record {start}")
+    return found
+
+
+def _check_op(
+    label: str | None, entry: str, index: int, op: Any, operands: list[Any], got: Sequence[Any], want: Sequence[Any], rtol: float
+) -> OpCheck:
+    from mmfc.dialects import ternary as T
+
+    where = f"{op.name} (body op {index} of kernel {label} in @{entry})"
+    ties, worst = 0, 0.0
+    for i, (g, w) in enumerate(zip(got, want)):
+        g, w = np.asarray(g), np.asarray(w)
+        if g.shape != w.shape:
+            raise AssertionError(f"{where}: result {i} has shape {g.shape}, the semantics give {w.shape}")
+        if w.dtype.kind in "iu":
+            diff = g.astype(np.int64) - w.astype(np.int64)
+            bad = diff != 0
+            if isinstance(op, T.QuantActOp) and i == 0:
+                allowed = (np.abs(diff) == 1) & _near_tie(operands[0], np.asarray(want[1]))
+                ties += int(np.sum(bad & allowed))
+                bad &= ~allowed
+            if np.any(bad):
+                at = tuple(int(j) for j in np.argwhere(bad)[0])
+                raise AssertionError(f"{where}: integer result {i} differs at {int(bad.sum())} elements (first at {at}: {g[at]} vs {w[at]})")
+        else:
+            scale = float(np.max(np.abs(w))) if w.size else 0.0
+            err = float(np.max(np.abs(g.astype(np.float64) - w.astype(np.float64)))) if w.size else 0.0
+            rel = err / scale if scale > 0 else err
+            if not rel <= rtol:
+                raise AssertionError(f"{where}: float result {i} differs by {rel:.3g} relative (allowed {rtol})")
+            worst = max(worst, rel)
+    return OpCheck(label, entry, index, op.name, ties, worst)
+
+
+__all__ = [
+    "Comparison",
+    "Difference",
+    "OpCheck",
+    "check_kernel_ops",
+    "compare_records",
+    "first_difference",
+    "first_kernel_difference",
+]

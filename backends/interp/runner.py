@@ -88,7 +88,7 @@ class InterpRunner(Runner):
         trace_weights: bool = False,
         debug_dump_dir: str | Path | None = None,
     ) -> None:
-        super().__init__(module)
+        super().__init__(module, store)
         if verify:
             module.verify()
         if store is None:

@@ -103,6 +103,7 @@ class TritonRunner(Runner):
     """The runner of the ``triton`` target (see the module docstring)."""
 
     target = "triton"
+    reuses_outputs = True
 
     def __init__(
         self,
@@ -111,7 +112,7 @@ class TritonRunner(Runner):
         folder: Path,
         options: Mapping[str, Any],
     ) -> None:
-        super().__init__(module)
+        super().__init__(module, store)
         import torch
 
         self.torch = torch

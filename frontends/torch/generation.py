@@ -2,7 +2,8 @@
 
 Semantics follow Hugging Face ``generate``: the result is prompt + new tokens ``[B, T + n]``; greedy by
 default; sampling applies temperature, then top-k, then top-p (nucleus) to the logits and draws from
-the softmax with a ``torch.Generator`` seeded by ``seed``; rows that produced EOS are padded afterwards,
+the softmax with a ``torch.Generator`` seeded by ``seed`` on the device of the ids (so a sampled run
+is reproducible on one device, and a GPU step copies only the token ids to the host); rows that produced EOS are padded afterwards,
 and the loop ends when every row has finished or ``max_new_tokens`` tokens were made.
 """
 
@@ -74,8 +75,8 @@ def generate_loop(
     eos = [] if eos_token_id is None else ([eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id))
     pad = pad_token_id if pad_token_id is not None else (eos[0] if eos else 0)
     generator = None
-    if do_sample:
-        generator = torch.Generator(device="cpu")
+    if do_sample:  # on the model's device: a step copies nothing to the host but the token ids
+        generator = torch.Generator(device=input_ids.device)
         generator.manual_seed(0 if seed is None else int(seed))
 
     out = prefill(input_ids, attention_mask)
@@ -86,8 +87,8 @@ def generate_loop(
     for step in range(max_new_tokens):
         if do_sample:
             scores = process_logits(logits, temperature, top_k, top_p)
-            probs = torch.softmax(scores, dim=-1).cpu()
-            nxt = torch.multinomial(probs, 1, generator=generator)[:, 0].to(input_ids.device)
+            probs = torch.softmax(scores, dim=-1)
+            nxt = torch.multinomial(probs, 1, generator=generator)[:, 0]
         else:
             nxt = torch.argmax(logits, dim=-1)
         nxt = torch.where(finished, torch.full_like(nxt, pad), nxt.to(input_ids.dtype))
