@@ -4,7 +4,7 @@ Every computation of ``shared/docs/model-spec.md`` is expressed at two levels:
 
 * **unfused**: one op per step of the model (``rmsnorm``, ``quant_act``, ``accum``, ``dequant``,
   ``scan``, elementwise gates, ...), each with the meaning of one function of
-  :mod:`mmfc.dialects.numerics` (named in its docstring). Weights
+  :mod:`mmfc.dialects.numerics` (named in its docstring; :mod:`.semantics` holds the table). Weights
   are symbols into a weight store (``ternary.weight @name``), never inline constants.
 * **fused**: ``ternary.kernel`` runs a body of unfused ops over an explicit grid of programs; its
   verifier rejects a body that would need a value produced by another program of the same launch
@@ -31,10 +31,11 @@ The package has one concept per module, and this module re-exports every public 
 ``indexing``               ``embedding``, ``split``, ``row``
 ``kernel``                 ``kernel``, ``yield``
 ``canonicalization``       ``DropUnusedKernelValues`` (the kernel's canonicalization pattern)
+``semantics``              ``SEMANTICS``: op -> numerics; ``evaluate``, ``has_semantics``
 =========================  ============================================================================
 
 Imports inside the package point one way: types <- constraints / tiling <- op modules <- kernel <-
-canonicalization.
+canonicalization; semantics reads the op modules.
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ from mmfc.dialects.ternary.elementwise import AddOp, MulOp, OneMinusOp, SigmoidO
 from mmfc.dialects.ternary.indexing import EmbeddingOp, RowOp, SplitOp
 from mmfc.dialects.ternary.kernel import KernelOp, YieldOp
 from mmfc.dialects.ternary.mlgru import GateNormOp, LowerBoundOp, LowerBoundsOp, MaskOp, ScanOp, ScanStepOp
+from mmfc.dialects.ternary.semantics import SEMANTICS, Semantics, evaluate, has_semantics, weight_scale_value
 from mmfc.dialects.ternary.tiling import (
     CREATES,
     REDUCES,
@@ -137,6 +139,7 @@ __all__ = [
     "CREATES",
     "DYN",
     "REDUCES",
+    "SEMANTICS",
     "STORE_FLOATS",
     "WHOLE",
     "AccumOp",
@@ -146,7 +149,9 @@ __all__ = [
     "DequantOp",
     "DropUnusedKernelValues",
     "Elements",
+    "Elements",
     "EmbeddingOp",
+    "Expect",
     "Expect",
     "GateNormOp",
     "GridError",
@@ -169,6 +174,7 @@ __all__ = [
     "ScaleOp",
     "ScanOp",
     "ScanStepOp",
+    "Semantics",
     "SigmoidOp",
     "SiluMulOp",
     "SiluOp",
@@ -185,8 +191,10 @@ __all__ = [
     "body_splits",
     "dim_str",
     "dims_agree",
+    "evaluate",
     "full_shape",
     "grid_extents",
+    "has_semantics",
     "index_spaces",
     "is_scale_type",
     "lead_labels",
@@ -200,4 +208,5 @@ __all__ = [
     "shapes_agree",
     "tile_index",
     "tile_type",
+    "weight_scale_value",
 ]

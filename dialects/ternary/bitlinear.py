@@ -2,7 +2,7 @@
 ``rms_normalize``, ``scale``, ``residual_rmsnorm``, ``quant_act``, ``accum``, ``dequant``.
 
 A BitLinear is ``rmsnorm`` -> ``quant_act`` -> ``accum`` -> ``dequant``. Each op means the function
-of :mod:`mmfc.dialects.numerics` its docstring names.
+of :mod:`mmfc.dialects.numerics` its docstring names (:mod:`.semantics` holds the table).
 """
 
 from __future__ import annotations
