@@ -39,6 +39,9 @@ __all__ = [
     "sigmoid",
     "silu",
     "silu_mul",
+    "mul",
+    "add",
+    "sub",
     "lower_bounds",
     "one_minus",
     "lower_bound",
@@ -219,6 +222,21 @@ def silu_mul(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     y = np.asarray(y, dtype=F32)
     with np.errstate(over="ignore"):
         return x * y / (F32(1.0) + np.exp(-x))
+
+
+def mul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``a * b`` in float32 (same shapes)."""
+    return np.multiply(a, b, dtype=F32)
+
+
+def add(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``a + b`` in float32 (same shapes; the residual adds)."""
+    return np.add(a, b, dtype=F32)
+
+
+def sub(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``a - b`` in float32 (same shapes)."""
+    return np.subtract(a, b, dtype=F32)
 
 
 def lower_bounds(lb_param: np.ndarray) -> np.ndarray:

@@ -2,7 +2,8 @@
 
 * :class:`InterpRunner` runs a module's functions on numpy inputs (``run``, and ``prefill`` /
   ``decode_step`` / ``generate`` for modules made by ``dialects.builder.build_model``);
-* :class:`TernaryFunctions` are the op implementations (each calls ``mmfc.dialects.numerics``);
+* :class:`TernaryFunctions` are the op implementations (each computes through the dialect's semantics
+  table, ``mmfc.dialects.ternary.evaluate``, and adds run-time checks);
   :func:`make_interpreter` registers them on an xDSL ``Interpreter``;
 * the debug mode (:mod:`.trace`): ``trace=`` callbacks receive an ``OpRecord`` per op / kernel, and
   ``debug_dump_dir=`` / ``dump_dir=`` write the shared dump format of :mod:`mmfc.dialects.dump`

@@ -1,11 +1,13 @@
 """xDSL interpreter implementations of every ``ternary`` op: the golden model's semantics.
 
-Each op calls the function of :mod:`mmfc.dialects.numerics` its docstring names; nothing here
-re-implements the arithmetic (the only inline arithmetic is ``mul``/``add``/``sub``: one f32 numpy
-operator each). Values are numpy objects (see :mod:`mmfc.dialects.values`).
+Every value is computed through the dialect's semantics table (``mmfc.dialects.ternary.evaluate``:
+each op calls the function of :mod:`mmfc.dialects.numerics` its docstring names); nothing here
+computes. Values are numpy objects (see :mod:`mmfc.dialects.values`). ``ternary.weight`` reads the
+weight store.
 
-Operands are checked against each other at run time (dynamic dims: e.g. a mask whose batch differs
-from the activations'), so numpy never broadcasts silently; a mismatch is an :class:`InterpError`.
+The interpreter adds run-time checks around the table: operands are checked against each other
+(dynamic dims: e.g. a mask whose batch differs from the activations'), so numpy never broadcasts
+silently; a mismatch is an :class:`InterpError`.
 
 ``ternary.kernel`` runs its body tile-wise (:meth:`TernaryFunctions.run_kernel`): once per program of
 the grid, on numpy slices of its operands, never per element.
@@ -43,7 +45,7 @@ from mmfc.dialects import numerics as nm
 from mmfc.dialects import ternary as T
 from mmfc.dialects.weights import WeightStore
 from mmfc.backends.interp.errors import InterpError
-from mmfc.dialects.values import F32, describe_value, value_problem
+from mmfc.dialects.values import describe_value, value_problem
 
 # safetensors dtype code a float tensor type must be stored with
 _STORED_FLOAT = {BFloat16Type: "BF16", Float16Type: "F16", Float32Type: "F32", Float64Type: "F64"}
@@ -64,11 +66,6 @@ def _same_shape(op: Operation, what: str, got: Any, want: Sequence[int], why: st
 
 def _gamma(op: Operation, gamma: np.ndarray, x: np.ndarray) -> None:
     _same_shape(op, "gamma", gamma, (x.shape[-1],), "the last dim of the normalized input")
-
-
-def _scale_value(scale: Any, t: Attribute) -> Any:
-    """A weight scale as its type wants it: ``f32`` -> np.float32, ``tensor<f32>`` -> 0-d array."""
-    return np.asarray(scale, dtype=np.float32) if isinstance(t, TensorType) else np.float32(scale)
 
 
 @dataclass
@@ -144,7 +141,7 @@ class TernaryFunctions(InterpreterFunctions):
         if isinstance(t, T.PackedType):
             return np.asarray(raw, dtype=np.uint8)
         if T.is_scale_type(t):
-            return _scale_value(raw, t)
+            return T.weight_scale_value(raw, t)
         return np.asarray(raw, dtype=np.float32)  # bf16 is already f32 (store.get); f16/f64 computed in f32
 
     @impl(T.QuantWeightOp)
@@ -153,16 +150,13 @@ class TernaryFunctions(InterpreterFunctions):
         cached = self._quantized.get(op)
         if cached is not None and cached[0] is master:  # the same (cached, read-only) weight array
             return cached[1]
-        trits, scale = nm.quant_weight(master)
-        out = (trits, _scale_value(scale, op.scale.type))
+        out = _evaluate(op, master)
         self._quantized[op] = (master, out)
         return out
 
     @impl(T.UnpackOp)
     def run_unpack(self, interpreter: Interpreter, op: T.UnpackOp, args: PythonValues) -> PythonValues:
-        (packed,) = args
-        k = _packed_k(op, op.packed.type, op.trits.type)
-        return (_unpack(op, packed, k, op.packed.type),)
+        return _evaluate(op, *args)
 
     # ------------------------------------------------------------------------------ BitLinear steps
 
@@ -170,20 +164,19 @@ class TernaryFunctions(InterpreterFunctions):
     def run_rmsnorm(self, interpreter: Interpreter, op: T.RMSNormOp, args: PythonValues) -> PythonValues:
         x, gamma = args
         _gamma(op, gamma, x)
-        return (nm.rmsnorm(x, gamma, op.eps.value.data),)
+        return _evaluate(op, x, gamma)
 
     @impl(T.RMSNormalizeOp)
     def run_rms_normalize(
         self, interpreter: Interpreter, op: T.RMSNormalizeOp, args: PythonValues
     ) -> PythonValues:
-        (x,) = args
-        return (nm.rms_normalize(x, op.eps.value.data),)
+        return _evaluate(op, *args)
 
     @impl(T.ScaleOp)
     def run_scale(self, interpreter: Interpreter, op: T.ScaleOp, args: PythonValues) -> PythonValues:
         x, gamma = args
         _gamma(op, gamma, x)
-        return (nm.scale(x, gamma),)
+        return _evaluate(op, x, gamma)
 
     @impl(T.ResidualRMSNormOp)
     def run_residual_rmsnorm(
@@ -192,98 +185,96 @@ class TernaryFunctions(InterpreterFunctions):
         x, residual, gamma = args
         _same_shape(op, "residual", residual, x.shape, "the shape of x")
         _gamma(op, gamma, x)
-        return nm.residual_rmsnorm(x, residual, gamma, op.eps.value.data)
+        return _evaluate(op, x, residual, gamma)
 
     @impl(T.QuantActOp)
     def run_quant_act(self, interpreter: Interpreter, op: T.QuantActOp, args: PythonValues) -> PythonValues:
-        (x,) = args
-        return nm.quant_act(x)
+        return _evaluate(op, *args)
 
     @impl(T.AccumOp)
     def run_accum(self, interpreter: Interpreter, op: T.AccumOp, args: PythonValues) -> PythonValues:
         x, w = args
         wt = op.weight.type
-        if isinstance(wt, T.PackedType):
-            w = _unpack(op, w, _packed_k(op, wt, None, fallback=x.shape[-1]), wt)
+        if isinstance(wt, T.PackedType):  # the trits' shape: N rows of K (the activation's K when dynamic)
+            k = T.shape_of(wt)[1]
+            trits_shape: tuple[int, ...] = (w.shape[0], x.shape[-1] if k == T.DYN else k)
+        else:
+            trits_shape = w.shape
         _require(
             op,
-            w.ndim == 2 and x.shape[-1] == w.shape[1],
-            f"activation K={x.shape[-1]} does not match the weight's K (weight shape {w.shape}) at run time",
+            len(trits_shape) == 2 and x.shape[-1] == trits_shape[1],
+            f"activation K={x.shape[-1]} does not match the weight's K (weight shape {trits_shape}) at run time",
         )
-        return (nm.accum(x, w),)
+        return _evaluate(op, x, w)
 
     @impl(T.DequantOp)
     def run_dequant(self, interpreter: Interpreter, op: T.DequantOp, args: PythonValues) -> PythonValues:
         acc, s, ws = args
         _same_shape(op, "activation scale", s, (*acc.shape[:-1], 1), "one scale per row of the accumulator")
-        return (nm.dequant(acc, s, ws),)
+        return _evaluate(op, acc, s, ws)
 
     # --------------------------------------------------------------------------------- elementwise
 
     @impl(T.SigmoidOp)
     def run_sigmoid(self, interpreter: Interpreter, op: T.SigmoidOp, args: PythonValues) -> PythonValues:
-        return (nm.sigmoid(args[0]),)
+        return _evaluate(op, *args)
 
     @impl(T.SiluOp)
     def run_silu(self, interpreter: Interpreter, op: T.SiluOp, args: PythonValues) -> PythonValues:
-        return (nm.silu(args[0]),)
+        return _evaluate(op, *args)
 
     @impl(T.OneMinusOp)
     def run_one_minus(self, interpreter: Interpreter, op: T.OneMinusOp, args: PythonValues) -> PythonValues:
-        return (nm.one_minus(args[0]),)
+        return _evaluate(op, *args)
 
     @impl(T.SiluMulOp)
     def run_silu_mul(self, interpreter: Interpreter, op: T.SiluMulOp, args: PythonValues) -> PythonValues:
-        return (nm.silu_mul(*_same_shapes(op, args)),)
+        return _evaluate(op, *_same_shapes(op, args))
 
     @impl(T.MulOp)
     def run_mul(self, interpreter: Interpreter, op: T.MulOp, args: PythonValues) -> PythonValues:
-        a, b = _same_shapes(op, args)
-        return (np.multiply(a, b, dtype=F32),)
+        return _evaluate(op, *_same_shapes(op, args))
 
     @impl(T.AddOp)
     def run_add(self, interpreter: Interpreter, op: T.AddOp, args: PythonValues) -> PythonValues:
-        a, b = _same_shapes(op, args)
-        return (np.add(a, b, dtype=F32),)
+        return _evaluate(op, *_same_shapes(op, args))
 
     @impl(T.SubOp)
     def run_sub(self, interpreter: Interpreter, op: T.SubOp, args: PythonValues) -> PythonValues:
-        a, b = _same_shapes(op, args)
-        return (np.subtract(a, b, dtype=F32),)
+        return _evaluate(op, *_same_shapes(op, args))
 
     @impl(T.ScanStepOp)
     def run_scan_step(self, interpreter: Interpreter, op: T.ScanStepOp, args: PythonValues) -> PythonValues:
-        return (nm.scan_step(*_same_shapes(op, args)),)
+        return _evaluate(op, *_same_shapes(op, args))
 
     @impl(T.LowerBoundOp)
     def run_lower_bound(self, interpreter: Interpreter, op: T.LowerBoundOp, args: PythonValues) -> PythonValues:
         x, lb = args
         _same_shape(op, "lower bound", lb, (x.shape[-1],), "the last dim of x")
-        return (nm.lower_bound(x, lb),)
+        return _evaluate(op, x, lb)
 
     @impl(T.GateNormOp)
     def run_gate_norm(self, interpreter: Interpreter, op: T.GateNormOp, args: PythonValues) -> PythonValues:
         g, h, gamma = args
         _same_shape(op, "h", h, g.shape, "the shape of g")
         _gamma(op, gamma, g)
-        return (nm.gate_norm(g, h, gamma, op.eps.value.data),)
+        return _evaluate(op, g, h, gamma)
 
     @impl(T.MaskOp)
     def run_mask(self, interpreter: Interpreter, op: T.MaskOp, args: PythonValues) -> PythonValues:
         x, mask = args
         _same_shape(op, "mask", mask, x.shape[:-1], "the shape of x without its last dim")
-        return (nm.apply_mask(x, mask),)
+        return _evaluate(op, x, mask)
 
     # -------------------------------------------------------------------------------- recurrence
 
     @impl(T.ScanOp)
     def run_scan(self, interpreter: Interpreter, op: T.ScanOp, args: PythonValues) -> PythonValues:
         x, f = args[0], args[1]
-        h0 = args[2] if len(args) > 2 else None
         _same_shape(op, "f", f, x.shape, "the shape of x")
-        if h0 is not None:
-            _same_shape(op, "initial state", h0, (x.shape[0], x.shape[2]), "[B, d] of x")
-        return nm.scan(x, f, h0)
+        if len(args) > 2:
+            _same_shape(op, "initial state", args[2], (x.shape[0], x.shape[2]), "[B, d] of x")
+        return _evaluate(op, *args)
 
     # -------------------------------------------------------------------- embedding, bounds, slicing
 
@@ -294,25 +285,25 @@ class TernaryFunctions(InterpreterFunctions):
         if ids.size and (ids.min() < 0 or ids.max() >= v):
             bad = ids[(ids < 0) | (ids >= v)].flat[0]
             raise InterpError(f"ternary.embedding: token id {int(bad)} is out of range [0, {v})", op)
-        return (nm.embedding(table, ids),)
+        return _evaluate(op, table, ids)
 
     @impl(T.LowerBoundsOp)
     def run_lower_bounds(self, interpreter: Interpreter, op: T.LowerBoundsOp, args: PythonValues) -> PythonValues:
-        return (nm.lower_bounds(args[0]),)
+        return _evaluate(op, *args)
 
     @impl(T.SplitOp)
     def run_split(self, interpreter: Interpreter, op: T.SplitOp, args: PythonValues) -> PythonValues:
         (x,) = args
         n = len(op.parts)
         _require(op, x.shape[-1] % n == 0, f"last dim {x.shape[-1]} does not split into {n} equal parts at run time")
-        return tuple(np.split(x, n, axis=-1))
+        return _evaluate(op, x)
 
     @impl(T.RowOp)
     def run_row(self, interpreter: Interpreter, op: T.RowOp, args: PythonValues) -> PythonValues:
         (x,) = args
         i = op.index.value.data
         _require(op, i < x.shape[0], f"index {i} is out of range for {x.shape[0]} rows at run time")
-        return (x[i],)
+        return _evaluate(op, x)
 
     # ---------------------------------------------------------------------------------- kernels
 
@@ -434,22 +425,12 @@ def _same_shapes(op: Operation, args: PythonValues) -> PythonValues:
     return args
 
 
-def _packed_k(op: Operation, packed_t: Attribute, trits_t: Attribute | None, fallback: int | None = None) -> int:
-    """K (in trits) of a packed weight: from the types where static, else ``fallback``."""
-    for t in (trits_t, packed_t):
-        if t is not None and T.shape_of(t)[1] != T.DYN:
-            return T.shape_of(t)[1]
-    _require(op, fallback is not None, "cannot unpack a packed weight whose K is dynamic")
-    assert fallback is not None
-    return fallback
-
-
-def _unpack(op: Operation, packed: np.ndarray, k: int, packed_t: Attribute) -> np.ndarray:
-    assert isinstance(packed_t, T.PackedType)
-    fmt = packed_t.format.data
+def _evaluate(op: Operation, *args: Any) -> PythonValues:
+    """``op``'s results from the semantics table; a ``ValueError`` there (e.g. bytes that are no packed
+    trits) is a problem of the run's inputs."""
     try:
-        return nm.unpack(packed, k, fmt)
-    except ValueError as exc:  # invalid codes or a byte count that does not fit K: bad weights
+        return T.evaluate(op, *args)
+    except ValueError as exc:
         raise InterpError(f"{op.name}: {exc}", op) from None
 
 

@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 from xdsl.dialects import func
-from xdsl.dialects.builtin import TensorType
+from xdsl.dialects.builtin import TensorType, i64
 
 from mmfc.dialects import ternary as T
 from mmfc.dialects.builder import (
@@ -92,7 +92,7 @@ def test_user_arrangement_over_hidden_states() -> None:
 
     f = build_function(
         "prefill",
-        [hidden_type(16, False), TensorType(T.i64, (T.DYN, T.DYN)), hidden_type(16, True), hidden_type(16, True)],
+        [hidden_type(16, False), TensorType(i64, (T.DYN, T.DYN)), hidden_type(16, True), hidden_type(16, True)],
         body,
     )
     f.verify()

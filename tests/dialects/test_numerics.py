@@ -157,6 +157,19 @@ def test_lower_bounds() -> None:
     assert np.all(np.diff(lb, axis=0) >= 0)
 
 
+@given(
+    a=hnp.arrays(F32, (3, 4), elements=st.floats(width=32, allow_nan=False, allow_infinity=False)),
+    b=hnp.arrays(F32, (3, 4), elements=st.floats(width=32, allow_nan=False, allow_infinity=False)),
+)
+def test_add_sub_mul_are_one_f32_operation(a: np.ndarray, b: np.ndarray) -> None:
+    """One correctly rounded f32 operation each: the exact float64 result rounded once to f32."""
+    with np.errstate(over="ignore"):
+        for fn, exact in ((nm.add, np.add), (nm.sub, np.subtract), (nm.mul, np.multiply)):
+            y = fn(a, b)
+            assert y.dtype == F32 and y.shape == (3, 4)
+            np.testing.assert_array_equal(y, exact(a.astype(np.float64), b.astype(np.float64)).astype(F32))
+
+
 def test_scan_matches_steps() -> None:
     rng = np.random.default_rng(3)
     x = rng.normal(size=(2, 6, 4)).astype(F32)

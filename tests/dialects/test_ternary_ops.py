@@ -6,9 +6,11 @@ The IR-text side (printing, parsing, round trips, diagnostics) is in ``tests/fil
 
 from __future__ import annotations
 
+import importlib
 import subprocess
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -415,6 +417,27 @@ def test_dialect_is_in_the_xdsl_multiverse() -> None:
 
     dialects = Universe.get_multiverse().all_dialects
     assert dialects["ternary"]() is t.Ternary
+
+
+MAX_MODULE_LINES = 800
+
+
+def test_no_module_of_the_package_is_over_800_lines() -> None:
+    package = Path(t.__file__).parent
+    modules = sorted(package.glob("*.py"))
+    assert len(modules) > 1
+    too_long = {p.name: n for p in modules if (n := len(p.read_text().splitlines())) > MAX_MODULE_LINES}
+    assert not too_long, f"split these modules of {package.name}/ (at most {MAX_MODULE_LINES} lines each)"
+
+
+def test_the_package_reexports_every_public_name() -> None:
+    for path in sorted(Path(t.__file__).parent.glob("*.py")):
+        if path.stem == "__init__":
+            continue
+        module = importlib.import_module(f"mmfc.dialects.ternary.{path.stem}")
+        missing = [name for name in module.__all__ if getattr(t, name, None) is not getattr(module, name)]
+        assert not missing, f"{path.name}: not re-exported by mmfc.dialects.ternary: {missing}"
+        assert set(module.__all__) <= set(t.__all__), path.name
 
 
 def test_importing_the_dialect_does_not_import_torch() -> None:

@@ -1,9 +1,17 @@
-"""Every ternary op in the interpreter equals its numerics.py function.
+"""Every ternary op in the interpreter: its dispatch, its run-time checks, and the semantics table.
 
-Each test builds a one-op ``func.func`` in Python (argument types with dynamic ``?`` dims where drawn),
-runs it through xDSL's Interpreter with mmfc's implementations, and compares with the function of
-``mmfc.dialects.numerics`` the op's docstring names. Tolerance: none. The interpreter calls the very
-same numpy function on the same arrays, so integers and floats are compared bit for bit.
+Each test builds a one-op ``func.func`` in Python (argument types with dynamic ``?`` dims where drawn)
+and runs it through xDSL's Interpreter with mmfc's implementations. Tolerance: none; integers and
+floats are compared bit for bit.
+
+* ``test_dispatch_*`` compare an op with the very function of ``mmfc.dialects.numerics`` it calls
+  (through the semantics table, ``mmfc.dialects.ternary.evaluate``): they check that the interpreter
+  reaches the right function with the right properties, dtypes and dynamic dims. They are not tests
+  of the semantics; those are in ``tests/dialects/test_numerics.py`` and the PyTorch twins.
+* ``test_interpreter_equals_the_semantics_table`` runs every op with a table entry and compares with
+  ``evaluate`` on the same inputs.
+* the others check what the interpreter adds: run-time checks (:class:`InterpError`), weights read
+  from a store, and ops whose meaning is indexing (``split``, ``row``).
 """
 
 from __future__ import annotations
@@ -43,15 +51,20 @@ i8, i32, i64 = IntegerType(8), IntegerType(32), IntegerType(64)
 Build = Callable[[Builder, Sequence[SSAValue]], Sequence[SSAValue]]
 
 
-def run_op(arg_types: Sequence[Attribute], build: Build, inputs: Sequence[Any], store: WeightStore | None = None) -> tuple:
-    """Build ``func.func @f(args) { build(...); return }``, verify it and interpret it on ``inputs``."""
+def module_of(arg_types: Sequence[Attribute], build: Build) -> ModuleOp:
+    """``func.func @f(args) { build(...); return }``, verified."""
     block = Block(arg_types=arg_types)
     builder = Builder(InsertPoint.at_end(block))
     results = list(build(builder, block.args))
     builder.insert(func.ReturnOp(*results))
     module = ModuleOp([func.FuncOp("f", (list(arg_types), [r.type for r in results]), Region(block))])
     module.verify()
-    interpreter, _, _ = make_interpreter(module, store)
+    return module
+
+
+def run_op(arg_types: Sequence[Attribute], build: Build, inputs: Sequence[Any], store: WeightStore | None = None) -> tuple:
+    """Build ``func.func @f(args) { build(...); return }``, verify it and interpret it on ``inputs``."""
+    interpreter, _, _ = make_interpreter(module_of(arg_types, build), store)
     return interpreter.call_op("f", tuple(inputs))
 
 
@@ -102,11 +115,79 @@ def test_every_ternary_op_has_an_implementation() -> None:
     assert not missing
 
 
+# ------------------------------------------------------------------------ the semantics table
+
+
+def _samples() -> dict[type, tuple[list[Attribute], tuple[Any, ...], list[Any]]]:
+    """Per op with a table entry: argument types (some dims dynamic), extra constructor arguments
+    (eps, parts, row index), inputs."""
+    rng = np.random.default_rng(7)
+    x, x2 = rng.standard_normal((2, 2, 3, 4)).astype(F32)
+    seq = TensorType(f32, (DYN, 3, 4))
+    vec, state = TensorType(f32, (4,)), TensorType(f32, (DYN, 4))
+    gamma, h = rng.uniform(0.5, 1.5, 4).astype(F32), rng.standard_normal((2, 4)).astype(F32)
+    w = rng.integers(-1, 2, (4, 5)).astype(np.int8)
+    p = rng.standard_normal((5, 4)).astype(F32)
+    return {
+        T.QuantWeightOp: ([TensorType(f32, (4, 5))], (TensorType(f32, ()),), [rng.standard_normal((4, 5)).astype(F32)]),
+        T.UnpackOp: ([T.PackedType((4, 5), "2bit")], (), [nm.pack(w, "2bit")]),
+        T.RMSNormOp: ([seq, vec], (1e-5,), [x, gamma]),
+        T.RMSNormalizeOp: ([seq], (1e-3,), [x]),
+        T.ScaleOp: ([seq, vec], (), [x, gamma]),
+        T.ResidualRMSNormOp: ([seq, seq, vec], (), [x, x2, gamma]),
+        T.QuantActOp: ([seq], (), [x]),
+        T.AccumOp: (
+            [TensorType(i8, (DYN, 3, 5)), T.PackedType((4, 5), "base3")],
+            (),
+            [rng.integers(-128, 128, (2, 3, 5)).astype(np.int8), nm.pack(w, "base3")],
+        ),
+        T.DequantOp: (
+            [TensorType(i32, (DYN, 3, 4)), TensorType(f32, (DYN, 3, 1)), f32],
+            (),
+            [rng.integers(-500, 500, (2, 3, 4)).astype(np.int32), rng.uniform(1, 9, (2, 3, 1)).astype(F32), F32(0.03)],
+        ),
+        T.SigmoidOp: ([seq], (), [x]),
+        T.SiluOp: ([seq], (), [x]),
+        T.OneMinusOp: ([seq], (), [x]),
+        T.SiluMulOp: ([seq, seq], (), [x, x2]),
+        T.MulOp: ([seq, seq], (), [x, x2]),
+        T.AddOp: ([seq, seq], (), [x, x2]),
+        T.SubOp: ([seq, seq], (), [x, x2]),
+        T.ScanStepOp: ([state, state, state], (), [x[:, 0], nm.sigmoid(x2[:, 0]), h]),
+        T.LowerBoundOp: ([seq, vec], (), [nm.sigmoid(x), gamma - 0.5]),
+        T.GateNormOp: ([seq, seq, vec], (), [x, x2, gamma]),
+        T.MaskOp: ([seq, TensorType(i64, (DYN, 3))], (), [x, np.array([[0, 1, 1], [1, 1, 1]], np.int64)]),
+        T.ScanOp: ([seq, seq, state], (), [x, nm.sigmoid(x2), h]),
+        T.EmbeddingOp: ([TensorType(f32, (5, 4)), TensorType(i64, (DYN, 3))], (), [p, np.array([[0, 4, 2], [1, 1, 3]])]),
+        T.LowerBoundsOp: ([TensorType(f32, (5, 4))], (), [p]),
+        T.SplitOp: ([TensorType(f32, (DYN, 6))], (3,), [rng.standard_normal((2, 6)).astype(F32)]),
+        T.RowOp: ([TensorType(f32, (5, 4))], (2,), [p]),
+    }
+
+
+def test_every_op_with_semantics_has_a_sample() -> None:
+    assert set(_samples()) == set(T.SEMANTICS)
+
+
+@pytest.mark.parametrize("op_type", sorted(T.SEMANTICS, key=lambda c: c.name), ids=lambda c: c.name)
+def test_interpreter_equals_the_semantics_table(op_type: type) -> None:
+    arg_types, extra, inputs = _samples()[op_type]
+    module = module_of(arg_types, one(op_type, *extra))
+    interpreter, _, _ = make_interpreter(module, None)
+    actual = interpreter.call_op("f", tuple(inputs))
+    (op,) = [o for o in module.walk() if isinstance(o, op_type)]
+    expected = T.evaluate(op, *inputs)
+    assert len(actual) == len(expected) == len(op.results)
+    for a, e in zip(actual, expected):
+        equal(a, e)
+
+
 # ------------------------------------------------------------------------------- BitLinear steps
 
 
 @given(data=st.data(), eps=st.sampled_from([1e-6, 1e-5, 1e-3]))
-def test_rmsnorm(data: st.DataObject, eps: float) -> None:
+def test_dispatch_rmsnorm(data: st.DataObject, eps: float) -> None:
+    """Dispatch: ternary.rmsnorm runs numerics.rmsnorm (not a semantics test)."""
     shape, dyn = data.draw(row_shapes())
     x, gamma = data.draw(floats(shape)), data.draw(floats(shape[-1:], 0.5, 1.5))
     (y,) = run_op([ttype(f32, shape, dyn), ttype(f32, shape[-1:])], one(T.RMSNormOp, eps), [x, gamma])
@@ -114,7 +195,8 @@ def test_rmsnorm(data: st.DataObject, eps: float) -> None:
 
 
 @given(data=st.data(), eps=st.sampled_from([1e-6, 1e-5, 1e-3]))
-def test_rms_normalize(data: st.DataObject, eps: float) -> None:
+def test_dispatch_rms_normalize(data: st.DataObject, eps: float) -> None:
+    """Dispatch: ternary.rms_normalize runs numerics.rms_normalize (not a semantics test)."""
     shape, dyn = data.draw(row_shapes())
     x = data.draw(floats(shape))
     (y,) = run_op([ttype(f32, shape, dyn)], one(T.RMSNormalizeOp, eps), [x])
@@ -122,7 +204,8 @@ def test_rms_normalize(data: st.DataObject, eps: float) -> None:
 
 
 @given(data=st.data())
-def test_scale(data: st.DataObject) -> None:
+def test_dispatch_scale(data: st.DataObject) -> None:
+    """Dispatch: ternary.scale runs numerics.scale (not a semantics test)."""
     shape, dyn = data.draw(row_shapes())
     x, gamma = data.draw(floats(shape)), data.draw(floats(shape[-1:], 0.5, 1.5))
     (y,) = run_op([ttype(f32, shape, dyn), ttype(f32, shape[-1:])], one(T.ScaleOp), [x, gamma])
@@ -156,7 +239,8 @@ def test_scale_gamma_that_disagrees_at_run_time_is_caught() -> None:
 
 
 @given(data=st.data())
-def test_residual_rmsnorm(data: st.DataObject) -> None:
+def test_dispatch_residual_rmsnorm(data: st.DataObject) -> None:
+    """Dispatch: ternary.residual_rmsnorm runs numerics.residual_rmsnorm (not a semantics test)."""
     shape, dyn = data.draw(row_shapes(min_lead=1))
     x, r, gamma = data.draw(floats(shape)), data.draw(floats(shape)), data.draw(floats(shape[-1:], 0.5, 1.5))
     t = ttype(f32, shape, dyn)
@@ -178,7 +262,8 @@ def activations_with_ties(draw: st.DrawFn, shape: Sequence[int]) -> np.ndarray:
 
 
 @given(data=st.data())
-def test_quant_act(data: st.DataObject) -> None:
+def test_dispatch_quant_act(data: st.DataObject) -> None:
+    """Dispatch: ternary.quant_act runs numerics.quant_act (not a semantics test)."""
     shape, dyn = data.draw(row_shapes())
     x = data.draw(st.one_of(floats(shape), activations_with_ties(shape), floats(shape, -(2.0**-20), 2.0**-20)))
     (q, s) = run_op([ttype(f32, shape, dyn)], one(T.QuantActOp), [x])
@@ -188,7 +273,8 @@ def test_quant_act(data: st.DataObject) -> None:
 
 
 @given(data=st.data(), form=st.sampled_from(["trits", "2bit", "base3"]), dyn_n=st.booleans())
-def test_accum(data: st.DataObject, form: str, dyn_n: bool) -> None:
+def test_dispatch_accum(data: st.DataObject, form: str, dyn_n: bool) -> None:
+    """Dispatch: ternary.accum runs numerics.accum (not a semantics test)."""
     shape, dyn = data.draw(row_shapes(max_k=23))
     n = data.draw(st.integers(1, 9))
     k = shape[-1]
@@ -203,7 +289,8 @@ def test_accum(data: st.DataObject, form: str, dyn_n: bool) -> None:
 
 
 @given(data=st.data(), tensor_scale=st.booleans())
-def test_dequant(data: st.DataObject, tensor_scale: bool) -> None:
+def test_dispatch_dequant(data: st.DataObject, tensor_scale: bool) -> None:
+    """Dispatch: ternary.dequant runs numerics.dequant (not a semantics test)."""
     shape, dyn = data.draw(row_shapes())
     acc = data.draw(hnp.arrays(np.int32, shape, elements=st.integers(-(2**20), 2**20)))
     s = data.draw(floats((*shape[:-1], 1), 0.0625, 256))
@@ -220,7 +307,8 @@ def test_dequant(data: st.DataObject, tensor_scale: bool) -> None:
 
 @settings(max_examples=10)
 @given(data=st.data(), fmt=st.sampled_from(["2bit", "base3"]))
-def test_unpack(data: st.DataObject, fmt: str) -> None:
+def test_dispatch_unpack(data: st.DataObject, fmt: str) -> None:
+    """Dispatch: ternary.unpack runs numerics.unpack (not a semantics test)."""
     n, k = data.draw(st.integers(1, 7)), data.draw(st.integers(1, 23))
     w = data.draw(trits((n, k)))
     (t,) = run_op([T.PackedType((n, k), fmt)], one(T.UnpackOp), [nm.pack(w, fmt)])
@@ -230,7 +318,8 @@ def test_unpack(data: st.DataObject, fmt: str) -> None:
 
 @settings(max_examples=10)
 @given(data=st.data(), tensor_scale=st.booleans())
-def test_quant_weight(data: st.DataObject, tensor_scale: bool) -> None:
+def test_dispatch_quant_weight(data: st.DataObject, tensor_scale: bool) -> None:
+    """Dispatch: ternary.quant_weight runs numerics.quant_weight (not a semantics test)."""
     n, k = data.draw(st.integers(1, 7)), data.draw(st.integers(1, 23))
     w = data.draw(floats((n, k), -0.25, 0.25))
     scale_type: Attribute = TensorType(f32, ()) if tensor_scale else f32
@@ -244,16 +333,12 @@ def test_quant_weight(data: st.DataObject, tensor_scale: bool) -> None:
 # ----------------------------------------------------------------------------------- elementwise
 
 UNARY = {T.SigmoidOp: nm.sigmoid, T.SiluOp: nm.silu, T.OneMinusOp: nm.one_minus}
-BINARY = {
-    T.SiluMulOp: nm.silu_mul,
-    T.MulOp: lambda a, b: a * b,
-    T.AddOp: lambda a, b: a + b,
-    T.SubOp: lambda a, b: a - b,
-}
+BINARY = {T.SiluMulOp: nm.silu_mul, T.MulOp: nm.mul, T.AddOp: nm.add, T.SubOp: nm.sub}
 
 
 @given(data=st.data(), op=st.sampled_from(sorted(UNARY, key=lambda c: c.name)))
-def test_unary(data: st.DataObject, op: type) -> None:
+def test_dispatch_unary(data: st.DataObject, op: type) -> None:
+    """Dispatch: each unary elementwise op runs its numerics function (not a semantics test)."""
     shape, dyn = data.draw(row_shapes(max_lead=3))
     x = data.draw(floats(shape, -100, 100))
     (y,) = run_op([ttype(f32, shape, dyn)], one(op), [x])
@@ -261,7 +346,8 @@ def test_unary(data: st.DataObject, op: type) -> None:
 
 
 @given(data=st.data(), op=st.sampled_from(sorted(BINARY, key=lambda c: c.name)))
-def test_binary(data: st.DataObject, op: type) -> None:
+def test_dispatch_binary(data: st.DataObject, op: type) -> None:
+    """Dispatch: each binary elementwise op runs its numerics function (not a semantics test)."""
     shape, dyn = data.draw(row_shapes(max_lead=3))
     a, b = data.draw(floats(shape, -100, 100)), data.draw(floats(shape))
     t = ttype(f32, shape, dyn)
@@ -270,7 +356,8 @@ def test_binary(data: st.DataObject, op: type) -> None:
 
 
 @given(data=st.data())
-def test_scan_step(data: st.DataObject) -> None:
+def test_dispatch_scan_step(data: st.DataObject) -> None:
+    """Dispatch: ternary.scan_step runs numerics.scan_step (not a semantics test)."""
     shape, dyn = data.draw(row_shapes(min_lead=1, max_lead=1))
     x, f, h = data.draw(floats(shape)), data.draw(floats(shape, 0, 1)), data.draw(floats(shape))
     t = ttype(f32, shape, dyn)
@@ -279,7 +366,8 @@ def test_scan_step(data: st.DataObject) -> None:
 
 
 @given(data=st.data())
-def test_lower_bound(data: st.DataObject) -> None:
+def test_dispatch_lower_bound(data: st.DataObject) -> None:
+    """Dispatch: ternary.lower_bound runs numerics.lower_bound (not a semantics test)."""
     shape, dyn = data.draw(row_shapes())
     f_tilde, lb = data.draw(floats(shape)), data.draw(floats(shape[-1:], 0, 1))
     x = nm.sigmoid(f_tilde)
@@ -289,7 +377,8 @@ def test_lower_bound(data: st.DataObject) -> None:
 
 
 @given(data=st.data())
-def test_gate_norm(data: st.DataObject) -> None:
+def test_dispatch_gate_norm(data: st.DataObject) -> None:
+    """Dispatch: ternary.gate_norm runs numerics.gate_norm (not a semantics test)."""
     shape, dyn = data.draw(row_shapes())
     g, h, gamma = data.draw(floats(shape)), data.draw(floats(shape)), data.draw(floats(shape[-1:], 0.5, 1.5))
     t = ttype(f32, shape, dyn)
@@ -298,7 +387,8 @@ def test_gate_norm(data: st.DataObject) -> None:
 
 
 @given(data=st.data(), mask_elem=st.sampled_from(["i64", "i32", "f32"]))
-def test_mask(data: st.DataObject, mask_elem: str) -> None:
+def test_dispatch_mask(data: st.DataObject, mask_elem: str) -> None:
+    """Dispatch: ternary.mask runs numerics.apply_mask (not a semantics test)."""
     shape, dyn = data.draw(row_shapes(min_lead=1))
     x = data.draw(floats(shape))
     elem, dtype = {"i64": (i64, np.int64), "i32": (i32, np.int32), "f32": (f32, F32)}[mask_elem]
@@ -312,7 +402,8 @@ def test_mask(data: st.DataObject, mask_elem: str) -> None:
 
 
 @given(data=st.data(), with_init=st.booleans())
-def test_scan(data: st.DataObject, with_init: bool) -> None:
+def test_dispatch_scan(data: st.DataObject, with_init: bool) -> None:
+    """Dispatch: ternary.scan runs numerics.scan (not a semantics test)."""
     b, t, d = data.draw(st.integers(1, 3)), data.draw(st.integers(1, 8)), data.draw(st.integers(1, 9))
     dyn = data.draw(st.lists(st.booleans(), min_size=3, max_size=3))
     x, f, h0 = data.draw(floats((b, t, d))), data.draw(floats((b, t, d), 0, 1)), data.draw(floats((b, d)))
@@ -331,7 +422,8 @@ def test_scan(data: st.DataObject, with_init: bool) -> None:
 
 
 @given(data=st.data(), ids_elem=st.sampled_from(["i64", "i32"]))
-def test_embedding(data: st.DataObject, ids_elem: str) -> None:
+def test_dispatch_embedding(data: st.DataObject, ids_elem: str) -> None:
+    """Dispatch: ternary.embedding runs numerics.embedding (not a semantics test)."""
     v, d = data.draw(st.integers(1, 12)), data.draw(st.integers(1, 8))
     lead = data.draw(st.lists(st.integers(1, 4), min_size=1, max_size=2))
     dyn = data.draw(st.lists(st.booleans(), min_size=len(lead), max_size=len(lead)))
@@ -349,7 +441,8 @@ def test_embedding_rejects_ids_out_of_range() -> None:
 
 
 @given(data=st.data())
-def test_lower_bounds(data: st.DataObject) -> None:
+def test_dispatch_lower_bounds(data: st.DataObject) -> None:
+    """Dispatch: ternary.lower_bounds runs numerics.lower_bounds (not a semantics test)."""
     n, d = data.draw(st.integers(1, 6)), data.draw(st.integers(1, 9))
     p = data.draw(floats((n, d), -4, 4))
     (y,) = run_op([TensorType(f32, (n, d))], one(T.LowerBoundsOp), [p])

@@ -97,6 +97,14 @@ func.func @f(%x: tensor<4x64xf32>) {
 
 // -----
 
+func.func @f(%x: tensor<4x64xf32>) {
+  %q, %s = ternary.quant_act %x : tensor<4x64xf32> -> tensor<4x64xi8>, tensor<4x1xf16>
+  func.return
+}
+// CHECK: quant_act: scale must be a tensor of f32, got tensor<4x1xf16>
+
+// -----
+
 func.func @f(%x: tensor<?x64xi8>, %t: !ternary.trits<32x32>) {
   %acc = ternary.accum %x, %t : tensor<?x64xi8>, !ternary.trits<32x32> -> tensor<?x32xi32>
   func.return
@@ -129,6 +137,24 @@ func.func @f(%x: tensor<?x64xi8>, %t: tensor<32x64xi8>) {
 
 // -----
 
+func.func @f(%x: tensor<?x64xi8>, %t: !ternary.trits<32x64>) {
+  %acc = ternary.accum %x, %t : tensor<?x64xi8>, !ternary.trits<32x64> -> tensor<?x32xi64>
+  func.return
+}
+// CHECK: accum: result must be a tensor of i32, got tensor<?x32xi64>
+
+// -----
+
+// The generic form is verified after parsing: xDSL names the result first, then the op's own line.
+func.func @f(%x: tensor<?x64xi8>, %t: !ternary.trits<32x64>) {
+  %acc = "ternary.accum"(%x, %t) : (tensor<?x64xi8>, !ternary.trits<32x64>) -> tensor<?x32xf32>
+  func.return
+}
+// CHECK: result 'acc' at position 0 does not verify:
+// CHECK-NEXT: accum: result must be a tensor of i32, got tensor<?x32xf32>
+
+// -----
+
 func.func @f(%acc: tensor<?x32xi32>, %s: tensor<?x1xf32>, %ws: tensor<1xf32>) {
   %y = ternary.dequant %acc, %s, %ws : tensor<?x32xi32>, tensor<?x1xf32>, tensor<1xf32> -> tensor<?x32xf32>
   func.return
@@ -150,3 +176,19 @@ func.func @f(%acc: tensor<?x32xi32>, %s: tensor<?x1xf32>, %ws: f32) {
   func.return
 }
 // CHECK: dequant: result has shape [?, 16], expected [?, 32] (the accumulator's shape)
+
+// -----
+
+func.func @f(%acc: tensor<?x32xi32>, %s: tensor<?x1xf32>, %ws: f32) {
+  %y = ternary.dequant %acc, %s, %ws : tensor<?x32xi32>, tensor<?x1xf32>, f32 -> tensor<?x32xbf16>
+  func.return
+}
+// CHECK: dequant: result must be a tensor of f32, got tensor<?x32xbf16>
+
+// -----
+
+func.func @f(%acc: tensor<?x32xi64>, %s: tensor<?x1xf32>, %ws: f32) {
+  %y = ternary.dequant %acc, %s, %ws : tensor<?x32xi64>, tensor<?x1xf32>, f32 -> tensor<?x32xf32>
+  func.return
+}
+// CHECK: dequant: accumulator must be a tensor of i32, got tensor<?x32xi64>

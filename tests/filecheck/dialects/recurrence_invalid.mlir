@@ -42,6 +42,22 @@ func.func @f(%t: tensor<100x64xf32>, %ids: tensor<?xi64>) {
 
 // -----
 
+func.func @f(%t: tensor<100x64xbf16>, %ids: tensor<?xi64>) {
+  %e = ternary.embedding %t[%ids] : tensor<100x64xbf16>, tensor<?xi64> -> tensor<?x64xbf16>
+  func.return
+}
+// CHECK: embedding: result must be a tensor of f32, got tensor<?x64xbf16>
+
+// -----
+
+func.func @f(%t: tensor<100x64xi8>, %ids: tensor<?xi64>) {
+  %e = ternary.embedding %t[%ids] : tensor<100x64xi8>, tensor<?xi64> -> tensor<?x64xf32>
+  func.return
+}
+// CHECK: embedding: table must be a tensor of a float (bf16, f16, f32, f64), got tensor<100x64xi8>
+
+// -----
+
 func.func @f(%p: tensor<4x64xf32>) {
   %l = ternary.lower_bounds %p : tensor<4x64xf32> -> tensor<64x4xf32>
   func.return
@@ -66,11 +82,35 @@ func.func @f(%p: tensor<4x64xf32>) {
 
 // -----
 
+func.func @f(%p: tensor<4x64xf32>) {
+  %l = ternary.row %p[1] : tensor<4x64xf32> -> tensor<64xbf16>
+  func.return
+}
+// CHECK: row: result must be a tensor of the input's element type, got tensor<64xbf16>
+
+// -----
+
 func.func @f(%x: tensor<?x255xf32>) {
-  %a, %b = ternary.split %x : tensor<?x255xf32> -> tensor<?x127xf32>, tensor<?x128xf32>
+  %a, %b = ternary.split %x : tensor<?x255xf32> -> tensor<?x127xf32>, tensor<?x127xf32>
   func.return
 }
 // CHECK: split: last dim 255 does not split into 2 equal parts
+
+// -----
+
+func.func @f(%x: tensor<?x256xf32>) {
+  %a, %b = ternary.split %x : tensor<?x256xf32> -> tensor<?x128xf32>, tensor<?x64xf32>
+  func.return
+}
+// CHECK: split: all parts must have one tensor type with the input's element type, got tensor<?x64xf32>
+
+// -----
+
+func.func @f(%x: tensor<?x256xf32>) {
+  %a, %b = ternary.split %x : tensor<?x256xf32> -> tensor<?x128xbf16>, tensor<?x128xbf16>
+  func.return
+}
+// CHECK: split: all parts must have one tensor type with the input's element type, got tensor<?x128xbf16>
 
 // -----
 
