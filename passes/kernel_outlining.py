@@ -4,10 +4,11 @@ A fusion pass decides *what* runs in one launch and over which grid; this module
 any set of ops that have a :class:`~mmfc.dialects.ternary.TileRule`:
 
 * :func:`propagate_splits` answers "which grid axis splits which dim" for every value a set of ops
-  touches, from a few seeds (e.g. "grid axis 0 splits the last dim of this accum's result"): dims
-  that share an index label in an op's rule are one index space, so one choice propagates through
-  the whole set; a dim an op needs whole (a reduced axis, the time axis of a scan, ...) refuses any
-  split;
+  touches, from a few seeds (e.g. "grid axis 0 splits the last dim of this accum's result"). It
+  solves the rule the kernel verifier checks, stated once in ``mmfc.dialects.ternary.tiling``
+  (``index_spaces``): the dims of one index space of an op share one choice, so a choice propagates
+  through the whole set; a space an op needs whole (a reduced axis, the time axis of a scan, a dim
+  the op creates, ...) refuses any split;
 * :func:`outline` moves a set of ops of one block into a new kernel: values defined outside become
   kernel operands (deduplicated by value and tile map), values used outside become results;
 * :func:`absorb_producer` moves an op whose results feed a kernel into the kernel's body (prologue
@@ -36,7 +37,7 @@ from xdsl.utils.exceptions import VerifyException
 
 from mmfc.dialects import ternary as T
 
-Axes = tuple[int | None, ...]
+Axes = T.Axes
 """Per dim of a value: the grid axis that splits it, or None (whole)."""
 
 Seeds = Mapping[tuple[SSAValue, int], int | None]
@@ -86,10 +87,6 @@ class _UnionFind:
             self.parent[rb] = ra
 
 
-def _rank(v: SSAValue) -> int:
-    return len(T.shape_of(v.type))
-
-
 def _describe(node: _Node) -> str:
     if node[0] == "v":
         v, d = node[1], node[2]
@@ -119,30 +116,25 @@ def propagate_splits(ops: Sequence[Operation], seeds: Seeds) -> Splits:
     for op in ops:
         if not isinstance(op, T.TiledOp):
             raise FusionError(f"{op.name} has no tiling rule: it cannot run inside a kernel")
-        rule = op.tile_rule()
-        by_label: dict[str, list[_Node]] = defaultdict(list)
-        for i, labels in enumerate(rule.operands):
-            for d, label in enumerate(labels):
-                by_label[label].append(operand_node(op, i, d))
-        operand_labels = set(by_label)
-        for r, labels in zip(op.results, rule.results, strict=True):
-            for d, label in enumerate(labels):
-                node: _Node = ("v", r, d)
-                uf.find(node)
-                if label not in operand_labels:  # a dim the op makes up (e.g. a per-row scale's 1)
-                    whole[node] = f"{op.name} creates it"
-                by_label[label].append(node)
-        for label, nodes in by_label.items():
+        spaces = T.index_spaces(op.tile_rule())
+        members_of: dict[T.IndexSpace, list[_Node]] = defaultdict(list)
+        for i, dims in enumerate(spaces.operands):
+            for d, space in enumerate(dims):
+                members_of[space].append(operand_node(op, i, d))
+        for r, dims in zip(op.results, spaces.results, strict=True):
+            for d, space in enumerate(dims):
+                members_of[space].append(("v", r, d))
+        for space, nodes in members_of.items():
             for n in nodes[1:]:
                 uf.union(nodes[0], n)
             uf.find(nodes[0])
-            if label in rule.whole:
-                whole[nodes[0]] = f"{op.name} reduces, scans, gathers or broadcasts along it"
+            if space.whole_because is not None:
+                whole[nodes[0]] = f"{op.name} {space.whole_because}"
 
     must_be_whole = {uf.find(n): why for n, why in whole.items()}
     chosen: dict[_Node, tuple[int | None, str]] = {}
     for (value, dim), axis in seeds.items():
-        rank = _rank(value)
+        rank = T.rank(value)
         d = dim + rank if dim < 0 else dim
         if not 0 <= d < rank:
             raise FusionError(f"seed dim {dim} is out of range for a value of rank {rank}")
@@ -170,10 +162,10 @@ def propagate_splits(ops: Sequence[Operation], seeds: Seeds) -> Splits:
     splits = Splits()
     for op in ops:
         for r in op.results:
-            splits.values[r] = axes_of(("v", r, d) for d in range(_rank(r)))
+            splits.values[r] = axes_of(("v", r, d) for d in range(T.rank(r)))
         for i, v in enumerate(op.operands):
             if v.owner not in members:
-                splits.uses[(op, i)] = axes_of(("u", op, i, d) for d in range(_rank(v)))
+                splits.uses[(op, i)] = axes_of(("u", op, i, d) for d in range(T.rank(v)))
     return splits
 
 
