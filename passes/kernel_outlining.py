@@ -12,13 +12,14 @@ any set of ops that have a :class:`~mmfc.dialects.ternary.TileRule`:
 * :func:`outline` moves a set of ops of one block into a new kernel: values defined outside become
   kernel operands (deduplicated by value and tile map), values used outside become results;
 * :func:`absorb_producer` moves an op whose results feed a kernel into the kernel's body (prologue
-  fusion), :func:`absorb_consumer` one that reads a kernel's results (epilogue fusion).
+  fusion), :func:`absorb_consumer` one that reads a kernel's results (epilogue fusion);
+* :func:`in_kernel` and :func:`check_block_size` are the small helpers every fusion pass shares.
 
 **Legality is the kernel verifier's.** Each function builds its candidate kernel on the side and
 verifies it (one legal launch, no value needed from another program of the same launch); it also
 checks that the new kernel can be placed in the block (no path from the fused ops through an op left
-outside back into them). Only then is the IR rewritten. On any failure a :class:`FusionError` says why,
-and the IR is exactly as it was.
+outside back into them). Only then is the IR rewritten, through xDSL's rewriters. On any failure a
+:class:`FusionError` says why, and the IR is exactly as it was.
 
 Placement: the kernel takes the position of the last op it replaces; ops between that use what the
 kernel computes move after it, in order. Ops with regions are never fused; an op of another dialect
@@ -33,6 +34,8 @@ from dataclasses import dataclass, field
 
 from xdsl.dialects.builtin import StringAttr
 from xdsl.ir import Attribute, Block, Operation, SSAValue
+from xdsl.pattern_rewriter import PatternRewriter
+from xdsl.rewriter import InsertPoint, Rewriter
 from xdsl.utils.exceptions import VerifyException
 
 from mmfc.dialects import ternary as T
@@ -46,6 +49,24 @@ Seeds = Mapping[tuple[SSAValue, int], int | None]
 
 class FusionError(Exception):
     """The requested fusion is not legal (or not possible); the IR has not been changed."""
+
+
+def in_kernel(op: Operation) -> bool:
+    """Whether ``op`` already runs inside a kernel body."""
+    parent = op.parent_op()
+    while parent is not None:
+        if isinstance(parent, T.KernelOp):
+            return True
+        parent = parent.parent_op()
+    return False
+
+
+def check_block_size(option: str, value: int, allow_zero: bool = False) -> None:
+    """Reject a block size a grid cannot have (a fusion pass's option, checked when the pipeline is
+    parsed)."""
+    if value < 1 and not (allow_zero and value == 0):
+        floor = ">= 0 (0: not split)" if allow_zero else ">= 1"
+        raise ValueError(f"{option} must be {floor}, got {value}")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -246,9 +267,7 @@ class _Candidate:
         for arg, stand_in, v in zip(block.args, self._stand_ins, self.inputs, strict=True):
             arg.name_hint = v.name_hint
             stand_in.replace_all_uses_with(arg)
-        for op in self.body:
-            block.add_op(op)
-        block.add_op(T.YieldOp(*yields))
+        Rewriter.insert_op([*self.body, T.YieldOp(*yields)], InsertPoint.at_end(block))
         return kernel
 
 
@@ -263,7 +282,7 @@ def _body_operands(
 
 def _discard(kernel: T.KernelOp) -> None:
     """Drop a candidate kernel that was never inserted (removing its uses of outside values)."""
-    kernel.erase(safe_erase=False)
+    Rewriter.erase_op(kernel, safe_erase=False)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -322,18 +341,18 @@ def _commit(
         raise
     block = last.parent_block()
     assert block is not None
-    block.insert_op_after(kernel, last)
+    rewriter = PatternRewriter(last)
+    rewriter.insert(kernel, InsertPoint.after(last))
     anchor: Operation = kernel
     for op in to_move:
-        op.detach()
-        block.insert_op_after(op, anchor)
+        op.detach()  # xDSL's rewriters have no "move": detach, then insert
+        rewriter.insert(op, InsertPoint.after(anchor))
         anchor = op
     for old, new in replacements.items():
-        old.replace_uses_with_if(new, lambda use: use.operation not in members)
+        rewriter.replace_uses_with_if(old, new, lambda use: use.operation not in members)
     order = {op: i for i, op in enumerate(block.ops)}
-    for op in sorted(group, key=order.__getitem__, reverse=True):
-        op.detach()
-        op.erase()
+    for op in sorted(group, key=order.__getitem__, reverse=True):  # users before what they use
+        rewriter.erase(op)
     return kernel
 
 
@@ -512,6 +531,8 @@ __all__ = [
     "Splits",
     "absorb_consumer",
     "absorb_producer",
+    "check_block_size",
+    "in_kernel",
     "outline",
     "propagate_splits",
 ]
