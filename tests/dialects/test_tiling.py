@@ -61,16 +61,17 @@ def test_result_splits_follow_the_operands() -> None:
 
 
 def test_result_splits_refuse_a_split_whole_space() -> None:
-    with pytest.raises(VerifyException, match=r"kernel: ternary.quant_act needs operand 0 dim 1 whole \(it reduces"):
+    with pytest.raises(VerifyException, match=r"ternary.quant_act needs operand 0 dim 1 whole \(it reduces"):
         T.result_splits(_quant_act(), [(None, 0)])
     x = create_ssa_value(f32t(DYN, 64))
-    with pytest.raises(VerifyException, match="mixes tiles: operand 0 dim 0 is split by grid axis 0 but operand 1"):
+    with pytest.raises(VerifyException, match="mixes tiles: operand 0 dim 0 is split by grid axis 0 but"):
         T.result_splits(T.AddOp(x, x), [(0, None), (None, None)])
 
 
 def test_body_splits_of_a_kernel() -> None:
     x, gamma = create_ssa_value(f32t(DYN, 64)), create_ssa_value(f32t(64))
-    kernel = T.KernelOp([4], [x, gamma], [[0, None], [None]], [TensorType(IntegerType(8), (DYN, 64))], [[0, None]])
+    q_type = TensorType(IntegerType(8), (DYN, 64))
+    kernel = T.KernelOp([4], [x, gamma], [[0, None], [None]], [q_type], [[0, None]])
     a, g = kernel.body.block.args
     norm = T.RMSNormOp(a, g)
     quant = T.QuantActOp(norm.result)
@@ -91,7 +92,8 @@ def _kernel(grid: list[int], types: list[Attribute], tiles: list[list[int | None
 
 
 def test_grid_extents_from_run_time_shapes() -> None:
-    k = _kernel([2, 3], [f32t(DYN, DYN, 8), f32t(8), T.TritsType([5, 8]), f32], [[0, 1, None], [None], [None, None], []])
+    types = [f32t(DYN, DYN, 8), f32t(8), T.TritsType([5, 8]), f32]
+    k = _kernel([2, 3], types, [[0, 1, None], [None], [None, None], []])
     assert T.grid_extents(k, [(4, 7, 8), (8,), (5, 8), ()]) == (4, 7)
 
 
@@ -103,7 +105,7 @@ def test_grid_extents_from_run_time_shapes() -> None:
             [f32t(DYN, 8), f32t(DYN, 8)],
             [[0, None], [0, None]],
             [(3, 8), (5, 8)],
-            "grid axis 0 splits dims of different sizes at run time: operand 0 dim 0 has 3, operand 1 dim 0 has 5",
+            "grid axis 0 splits dims of different sizes at run time: operand 0 dim 0 has 3, operand 1 dim 0",
         ),
         ([f32t(4, 8), f32t(8)], [[None, None], [None]], [(4, 8), (8,)], "grid axis 0 splits no operand"),
         (

@@ -418,9 +418,11 @@ def test_propagate_splits_refuses_to_split_a_dim_the_op_creates() -> None:
     """quant_act makes up its scale's last dim (one scale per row): no grid axis may split it."""
     quant = ops_named(parse(QUANT), "ternary.quant_act")[0]
     q, scale = quant.results
-    with pytest.raises(FusionError, match="cannot split dim 1 of a result of ternary.quant_act: ternary.quant_act creates it"):
+    created = "cannot split dim 1 of a result of ternary.quant_act: ternary.quant_act creates it"
+    with pytest.raises(FusionError, match=created):
         propagate_splits([quant], {(scale, 1): 0})
-    with pytest.raises(FusionError, match="cannot split dim 1 of operand 0 of ternary.quant_act: ternary.quant_act reduces"):
+    reduced = "cannot split dim 1 of operand 0 of ternary.quant_act: ternary.quant_act reduces"
+    with pytest.raises(FusionError, match=reduced):
         propagate_splits([quant], {(quant.operands[0], 1): 0})
     splits = propagate_splits([quant], {(scale, 0): 0})
     assert splits.values[q] == (0, None) and splits.uses[(quant, 0)] == (0, None)
