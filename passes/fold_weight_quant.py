@@ -9,7 +9,8 @@ import numpy as np
 from xdsl.context import Context
 from xdsl.dialects.builtin import BFloat16Type, Float16Type, Float32Type, Float64Type, ModuleOp, TensorType
 from xdsl.passes import ModulePass
-from xdsl.rewriter import InsertPoint, Rewriter
+from xdsl.pattern_rewriter import PatternRewriter
+from xdsl.rewriter import Rewriter
 
 from mmfc.dialects import numerics as nm
 from mmfc.dialects import ternary as T
@@ -197,9 +198,5 @@ def _replace(quant: T.QuantWeightOp, name: str, shape: Sequence[int]) -> None:
     """``%t, %s = quant_weight %w`` -> ``%t = weight @name : trits; %s = weight @name_scale``."""
     trits = T.WeightOp(name, T.TritsType(tuple(shape)))
     scale = T.WeightOp(scale_name(name), quant.scale.type)
-    trits.result.name_hint = quant.trits.name_hint
-    scale.result.name_hint = quant.scale.name_hint
-    Rewriter.insert_op([trits, scale], InsertPoint.before(quant))
-    quant.trits.replace_all_uses_with(trits.result)
-    quant.scale.replace_all_uses_with(scale.result)
-    Rewriter.erase_op(quant)
+    # inserted before quant; each new result takes the name of the result it replaces
+    PatternRewriter(quant).replace(quant, [trits, scale], [trits.result, scale.result])

@@ -38,9 +38,18 @@ from xdsl.context import Context
 from xdsl.dialects.builtin import ModuleOp
 from xdsl.ir import Block, Operation, SSAValue
 from xdsl.passes import ModulePass
+from xdsl.pattern_rewriter import PatternRewriter
+from xdsl.rewriter import InsertPoint
 
 from mmfc.dialects import ternary as T
-from mmfc.passes.kernel_outlining import FusionError, Seeds, absorb_producer, outline
+from mmfc.passes.kernel_outlining import (
+    FusionError,
+    Seeds,
+    absorb_producer,
+    check_block_size,
+    in_kernel,
+    outline,
+)
 
 
 @dataclass(frozen=True)
@@ -81,16 +90,6 @@ class BitLinearChain:
 
 def _only_user(value: SSAValue, op: Operation) -> bool:
     return bool(value.uses) and all(use.operation is op for use in value.uses)
-
-
-def in_kernel(op: Operation) -> bool:
-    """Whether ``op`` already runs inside a kernel body."""
-    parent = op.parent_op()
-    while parent is not None:
-        if isinstance(parent, T.KernelOp):
-            return True
-        parent = parent.parent_op()
-    return False
 
 
 def match_bitlinear(dequant: T.DequantOp) -> BitLinearChain | None:
@@ -143,13 +142,6 @@ def kernel_label(chains: Sequence[BitLinearChain]) -> str | None:
     prefix = first.rsplit(".", 1)[0] + "." if "." in first else ""
     rest = [n.removeprefix(prefix) if n is not None and n.startswith(prefix) else n for n in names[1:]]
     return "+".join([first, *(r for r in rest if r is not None)])
-
-
-def check_block_size(option: str, value: int, allow_zero: bool = False) -> None:
-    """Reject a block size a grid cannot have (a pass option, checked when the pipeline is parsed)."""
-    if value < 1 and not (allow_zero and value == 0):
-        floor = ">= 0 (0: not split)" if allow_zero else ">= 1"
-        raise ValueError(f"{option} must be {floor}, got {value}")
 
 
 @dataclass(frozen=True)
@@ -236,16 +228,10 @@ def share_norm_statistics(kernel: T.KernelOp) -> int:
         normalize = T.RMSNormalizeOp(first.x, first.eps)
         hint = first.x.name_hint
         normalize.result.name_hint = f"{hint}_normalized" if hint else None
-        block = first.parent_block()
-        assert block is not None
-        block.insert_op_before(normalize, first)
+        rewriter = PatternRewriter(first)
+        rewriter.insert(normalize, InsertPoint.before(first))
         for norm in norms:
-            scaled = T.ScaleOp(normalize.result, norm.gamma)
-            block.insert_op_before(scaled, norm)
-            scaled.result.name_hint = norm.result.name_hint
-            norm.result.replace_all_uses_with(scaled.result)
-            norm.detach()
-            norm.erase()
+            rewriter.replace(norm, T.ScaleOp(normalize.result, norm.gamma))  # the scale keeps the norm's name
         created += 1
     return created
 
@@ -261,24 +247,22 @@ def absorb_norm_prologue(kernel: T.KernelOp, x: SSAValue, recompute_residual: bo
             return kernel
     if not (isinstance(norm, T.ResidualRMSNormOp) and _only_user(norm.normed, kernel)):
         return kernel
+    rewriter = PatternRewriter(norm)
     readd: T.AddOp | None = None
     if norm.sum.uses:
         if not recompute_residual:
             return kernel
         # x + residual, the very f32 addition residual_rmsnorm's sum is
         readd = T.AddOp(norm.x, norm.residual)
-        block = norm.parent_block()
-        assert block is not None
-        block.insert_op_after(readd, norm)
+        rewriter.insert(readd, InsertPoint.after(norm))
         readd.result.name_hint = norm.sum.name_hint
-        norm.sum.replace_all_uses_with(readd.result)
+        rewriter.replace_all_uses_with(norm.sum, readd.result)
     try:
         return absorb_producer(kernel, norm)
     except FusionError:
         if readd is not None:  # undo: the IR must be as it was
-            readd.result.replace_all_uses_with(norm.sum)
-            readd.detach()
-            readd.erase()
+            rewriter.replace_all_uses_with(readd.result, norm.sum)
+            rewriter.erase(readd)
         return kernel
 
 
@@ -287,8 +271,6 @@ __all__ = [
     "FuseBitLinear",
     "absorb_norm_prologue",
     "bitlinear_grid",
-    "check_block_size",
-    "in_kernel",
     "kernel_label",
     "match_bitlinear",
     "share_norm_statistics",

@@ -34,15 +34,15 @@ from xdsl.dialects.builtin import ModuleOp
 from xdsl.passes import ModulePass
 
 from mmfc.dialects import ternary as T
-from mmfc.passes.fuse_bitlinear import (
-    BitLinearChain,
-    bitlinear_grid,
+from mmfc.passes.fuse_bitlinear import BitLinearChain, bitlinear_grid, kernel_label, match_bitlinear
+from mmfc.passes.kernel_outlining import (
+    FusionError,
+    absorb_consumer,
+    absorb_producer,
     check_block_size,
     in_kernel,
-    kernel_label,
-    match_bitlinear,
+    outline,
 )
-from mmfc.passes.kernel_outlining import FusionError, absorb_consumer, absorb_producer, outline
 
 
 def glu_product(split: T.SplitOp) -> T.SiluMulOp | None:

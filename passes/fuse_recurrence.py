@@ -34,8 +34,14 @@ from xdsl.ir import Operation, SSAValue
 from xdsl.passes import ModulePass
 
 from mmfc.dialects import ternary as T
-from mmfc.passes.fuse_bitlinear import check_block_size, in_kernel
-from mmfc.passes.kernel_outlining import FusionError, absorb_consumer, absorb_producer, outline
+from mmfc.passes.kernel_outlining import (
+    FusionError,
+    absorb_consumer,
+    absorb_producer,
+    check_block_size,
+    in_kernel,
+    outline,
+)
 
 GATE_OPS = (T.SigmoidOp, T.LowerBoundOp, T.OneMinusOp, T.SiluMulOp, T.MaskOp)
 """The elementwise gate ops of the MLGRU that feed its recurrence."""

@@ -4,20 +4,22 @@ A fusion pass decides *what* runs in one launch and over which grid; this module
 any set of ops that have a :class:`~mmfc.dialects.ternary.TileRule`:
 
 * :func:`propagate_splits` answers "which grid axis splits which dim" for every value a set of ops
-  touches, from a few seeds (e.g. "grid axis 0 splits the last dim of this accum's result"): dims
-  that share an index label in an op's rule are one index space, so one choice propagates through
-  the whole set; a dim an op needs whole (a reduced axis, the time axis of a scan, ...) refuses any
-  split;
+  touches, from a few seeds (e.g. "grid axis 0 splits the last dim of this accum's result"). It
+  solves the rule the kernel verifier checks, stated once in ``mmfc.dialects.ternary.tiling``
+  (``index_spaces``): the dims of one index space of an op share one choice, so a choice propagates
+  through the whole set; a space an op needs whole (a reduced axis, the time axis of a scan, a dim
+  the op creates, ...) refuses any split;
 * :func:`outline` moves a set of ops of one block into a new kernel: values defined outside become
   kernel operands (deduplicated by value and tile map), values used outside become results;
 * :func:`absorb_producer` moves an op whose results feed a kernel into the kernel's body (prologue
-  fusion), :func:`absorb_consumer` one that reads a kernel's results (epilogue fusion).
+  fusion), :func:`absorb_consumer` one that reads a kernel's results (epilogue fusion);
+* :func:`in_kernel` and :func:`check_block_size` are the small helpers every fusion pass shares.
 
 **Legality is the kernel verifier's.** Each function builds its candidate kernel on the side and
 verifies it (one legal launch, no value needed from another program of the same launch); it also
 checks that the new kernel can be placed in the block (no path from the fused ops through an op left
-outside back into them). Only then is the IR rewritten. On any failure a :class:`FusionError` says why,
-and the IR is exactly as it was.
+outside back into them). Only then is the IR rewritten, through xDSL's rewriters. On any failure a
+:class:`FusionError` says why, and the IR is exactly as it was.
 
 Placement: the kernel takes the position of the last op it replaces; ops between that use what the
 kernel computes move after it, in order. Ops with regions are never fused; an op of another dialect
@@ -32,11 +34,13 @@ from dataclasses import dataclass, field
 
 from xdsl.dialects.builtin import StringAttr
 from xdsl.ir import Attribute, Block, Operation, SSAValue
+from xdsl.pattern_rewriter import PatternRewriter
+from xdsl.rewriter import InsertPoint, Rewriter
 from xdsl.utils.exceptions import VerifyException
 
 from mmfc.dialects import ternary as T
 
-Axes = tuple[int | None, ...]
+Axes = T.Axes
 """Per dim of a value: the grid axis that splits it, or None (whole)."""
 
 Seeds = Mapping[tuple[SSAValue, int], int | None]
@@ -45,6 +49,24 @@ Seeds = Mapping[tuple[SSAValue, int], int | None]
 
 class FusionError(Exception):
     """The requested fusion is not legal (or not possible); the IR has not been changed."""
+
+
+def in_kernel(op: Operation) -> bool:
+    """Whether ``op`` already runs inside a kernel body."""
+    parent = op.parent_op()
+    while parent is not None:
+        if isinstance(parent, T.KernelOp):
+            return True
+        parent = parent.parent_op()
+    return False
+
+
+def check_block_size(option: str, value: int, allow_zero: bool = False) -> None:
+    """Reject a block size a grid cannot have (a fusion pass's option, checked when the pipeline is
+    parsed)."""
+    if value < 1 and not (allow_zero and value == 0):
+        floor = ">= 0 (0: not split)" if allow_zero else ">= 1"
+        raise ValueError(f"{option} must be {floor}, got {value}")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -86,10 +108,6 @@ class _UnionFind:
             self.parent[rb] = ra
 
 
-def _rank(v: SSAValue) -> int:
-    return len(T.shape_of(v.type))
-
-
 def _describe(node: _Node) -> str:
     if node[0] == "v":
         v, d = node[1], node[2]
@@ -119,30 +137,25 @@ def propagate_splits(ops: Sequence[Operation], seeds: Seeds) -> Splits:
     for op in ops:
         if not isinstance(op, T.TiledOp):
             raise FusionError(f"{op.name} has no tiling rule: it cannot run inside a kernel")
-        rule = op.tile_rule()
-        by_label: dict[str, list[_Node]] = defaultdict(list)
-        for i, labels in enumerate(rule.operands):
-            for d, label in enumerate(labels):
-                by_label[label].append(operand_node(op, i, d))
-        operand_labels = set(by_label)
-        for r, labels in zip(op.results, rule.results, strict=True):
-            for d, label in enumerate(labels):
-                node: _Node = ("v", r, d)
-                uf.find(node)
-                if label not in operand_labels:  # a dim the op makes up (e.g. a per-row scale's 1)
-                    whole[node] = f"{op.name} creates it"
-                by_label[label].append(node)
-        for label, nodes in by_label.items():
+        spaces = T.index_spaces(op.tile_rule())
+        members_of: dict[T.IndexSpace, list[_Node]] = defaultdict(list)
+        for i, dims in enumerate(spaces.operands):
+            for d, space in enumerate(dims):
+                members_of[space].append(operand_node(op, i, d))
+        for r, dims in zip(op.results, spaces.results, strict=True):
+            for d, space in enumerate(dims):
+                members_of[space].append(("v", r, d))
+        for space, nodes in members_of.items():
             for n in nodes[1:]:
                 uf.union(nodes[0], n)
             uf.find(nodes[0])
-            if label in rule.whole:
-                whole[nodes[0]] = f"{op.name} reduces, scans, gathers or broadcasts along it"
+            if space.whole_because is not None:
+                whole[nodes[0]] = f"{op.name} {space.whole_because}"
 
     must_be_whole = {uf.find(n): why for n, why in whole.items()}
     chosen: dict[_Node, tuple[int | None, str]] = {}
     for (value, dim), axis in seeds.items():
-        rank = _rank(value)
+        rank = T.rank(value)
         d = dim + rank if dim < 0 else dim
         if not 0 <= d < rank:
             raise FusionError(f"seed dim {dim} is out of range for a value of rank {rank}")
@@ -170,10 +183,10 @@ def propagate_splits(ops: Sequence[Operation], seeds: Seeds) -> Splits:
     splits = Splits()
     for op in ops:
         for r in op.results:
-            splits.values[r] = axes_of(("v", r, d) for d in range(_rank(r)))
+            splits.values[r] = axes_of(("v", r, d) for d in range(T.rank(r)))
         for i, v in enumerate(op.operands):
             if v.owner not in members:
-                splits.uses[(op, i)] = axes_of(("u", op, i, d) for d in range(_rank(v)))
+                splits.uses[(op, i)] = axes_of(("u", op, i, d) for d in range(T.rank(v)))
     return splits
 
 
@@ -254,9 +267,7 @@ class _Candidate:
         for arg, stand_in, v in zip(block.args, self._stand_ins, self.inputs, strict=True):
             arg.name_hint = v.name_hint
             stand_in.replace_all_uses_with(arg)
-        for op in self.body:
-            block.add_op(op)
-        block.add_op(T.YieldOp(*yields))
+        Rewriter.insert_op([*self.body, T.YieldOp(*yields)], InsertPoint.at_end(block))
         return kernel
 
 
@@ -271,7 +282,7 @@ def _body_operands(
 
 def _discard(kernel: T.KernelOp) -> None:
     """Drop a candidate kernel that was never inserted (removing its uses of outside values)."""
-    kernel.erase(safe_erase=False)
+    Rewriter.erase_op(kernel, safe_erase=False)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -330,18 +341,18 @@ def _commit(
         raise
     block = last.parent_block()
     assert block is not None
-    block.insert_op_after(kernel, last)
+    rewriter = PatternRewriter(last)
+    rewriter.insert(kernel, InsertPoint.after(last))
     anchor: Operation = kernel
     for op in to_move:
-        op.detach()
-        block.insert_op_after(op, anchor)
+        op.detach()  # xDSL's rewriters have no "move": detach, then insert
+        rewriter.insert(op, InsertPoint.after(anchor))
         anchor = op
     for old, new in replacements.items():
-        old.replace_uses_with_if(new, lambda use: use.operation not in members)
+        rewriter.replace_uses_with_if(old, new, lambda use: use.operation not in members)
     order = {op: i for i, op in enumerate(block.ops)}
-    for op in sorted(group, key=order.__getitem__, reverse=True):
-        op.detach()
-        op.erase()
+    for op in sorted(group, key=order.__getitem__, reverse=True):  # users before what they use
+        rewriter.erase(op)
     return kernel
 
 
@@ -520,6 +531,8 @@ __all__ = [
     "Splits",
     "absorb_consumer",
     "absorb_producer",
+    "check_block_size",
+    "in_kernel",
     "outline",
     "propagate_splits",
 ]

@@ -15,8 +15,6 @@ the grid, on numpy slices of its operands, never per element.
 
 from __future__ import annotations
 
-import itertools
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -317,21 +315,24 @@ class TernaryFunctions(InterpreterFunctions):
     def run_kernel(self, interpreter: Interpreter, op: T.KernelOp, args: PythonValues) -> PythonValues:
         """Run the body once per program of the grid, on the program's tiles (numpy slices).
 
-        Grid axis g with block size b_g and extent E_g (the size of the dims it splits, checked equal
-        at run time) has ``ceil(E_g / b_g)`` programs; program p sees ``[p_g * b_g, min((p_g + 1) * b_g,
-        E_g))`` of each dim split by g (the last block is clipped) and all of each whole dim. The tiles
-        it yields are written into results allocated after the first program, at the same positions.
-        An axis of extent 0 runs one program on empty tiles (so that the results' whole dims are known).
+        The grid arithmetic is the dialect's (:mod:`mmfc.dialects.ternary.tiling`): the extent of each
+        axis from the operands' shapes (checked equal at run time), ``ceil(extent / block)`` programs
+        per axis, and for program p the block ``[p_g * b_g, min((p_g + 1) * b_g, extent_g))`` of each
+        dim split by axis g (the last block is clipped) and all of each whole dim. The tiles it yields
+        are written into results allocated after the first program, at the same positions. An axis of
+        extent 0 runs one program on empty tiles (so that the results' whole dims are known).
         """
         grid = op.grid_sizes()
         in_axes = [tile.axes() for tile in op.input_tiles.data]
         out_axes = [tile.axes() for tile in op.result_tiles.data]
-        extents = self._kernel_extents(op, args, in_axes, len(grid))
-        counts = [max(1, math.ceil(extents[g] / b)) for g, b in enumerate(grid)]
+        try:
+            extents = T.grid_extents(op, [np.shape(v) for v in args])
+        except T.GridError as exc:
+            raise InterpError(f"{op.name}: {exc}", op) from None
         results: list[np.ndarray] | None = None
         written: list[np.ndarray] | None = None
-        for point in itertools.product(*(range(c) for c in counts)):
-            bounds = [(p * b, min((p + 1) * b, extents[g])) for g, (p, b) in enumerate(zip(point, grid))]
+        for point in T.program_points(grid, extents):
+            bounds = T.program_bounds(point, grid, extents)
             tiles = tuple(_tile(v, axes, bounds) for v, axes in zip(args, in_axes))
             self.programs.append(KernelProgram(op, point))
             try:
@@ -343,7 +344,7 @@ class TernaryFunctions(InterpreterFunctions):
             if results is None:
                 results, written = self._allocate(op, outs, out_axes, extents)
             for i, (tile, axes) in enumerate(zip(outs, out_axes)):
-                index = _index(axes, bounds)
+                index = T.tile_index(axes, bounds)
                 target = results[i][index]
                 _require(
                     op,
@@ -364,39 +365,12 @@ class TernaryFunctions(InterpreterFunctions):
                     )
         return tuple(results)
 
-    def _kernel_extents(
-        self, op: T.KernelOp, args: PythonValues, in_axes: list[tuple[int | None, ...]], n_axes: int
-    ) -> list[int]:
-        """Extent of each grid axis: the size of the operand dims it splits (all equal)."""
-        seen: dict[int, tuple[int, str]] = {}
-        for i, (v, axes, operand) in enumerate(zip(args, in_axes, op.inputs)):
-            shape = np.shape(v)
-            _require(op, len(shape) == len(axes), f"operand {i} is a {describe_value(v)}, but its tile map has {len(axes)} dims")
-            for d, a in enumerate(axes):
-                if a is None:
-                    continue
-                _require(
-                    op,
-                    not (isinstance(operand.type, T.PackedType) and d == 1),
-                    f"operand {i} is a packed weight split along K (bytes hold several trits)",
-                )
-                first = seen.setdefault(a, (shape[d], f"operand {i} dim {d}"))
-                _require(
-                    op,
-                    first[0] == shape[d],
-                    f"grid axis {a} splits dims of different sizes at run time: {first[1]} has {first[0]}, "
-                    f"operand {i} dim {d} has {shape[d]}",
-                )
-        missing = [g for g in range(n_axes) if g not in seen]
-        _require(op, not missing, f"grid axis {missing[0] if missing else 0} splits no operand: its extent is unknown")
-        return [seen[g][0] for g in range(n_axes)]
-
     def _allocate(
         self,
         op: T.KernelOp,
         outs: PythonValues,
-        out_axes: list[tuple[int | None, ...]],
-        extents: list[int],
+        out_axes: list[T.Axes],
+        extents: tuple[int, ...],
     ) -> tuple[list[np.ndarray], list[np.ndarray] | None]:
         """Results (poisoned: NaN for floats, the minimum for integers) and, when checking coverage,
         per-element write counts."""
@@ -407,7 +381,7 @@ class TernaryFunctions(InterpreterFunctions):
                 isinstance(tile, np.ndarray) and tile.ndim == len(axes),
                 f"the body yields {describe_value(tile)} for result {i}, tiled with {len(axes)} dims",
             )
-            shape = tuple(tile.shape[d] if a is None else extents[a] for d, a in enumerate(axes))
+            shape = T.full_shape(axes, tile.shape, extents)
             poison = np.nan if tile.dtype.kind == "f" else np.iinfo(tile.dtype).min
             results.append(np.full(shape, poison, dtype=tile.dtype))
             written.append(np.zeros(shape, dtype=np.uint8))
@@ -434,15 +408,11 @@ def _evaluate(op: Operation, *args: Any) -> PythonValues:
         raise InterpError(f"{op.name}: {exc}", op) from None
 
 
-def _index(axes: tuple[int | None, ...], bounds: list[tuple[int, int]]) -> tuple[slice, ...]:
-    return tuple(slice(None) if a is None else slice(*bounds[a]) for a in axes)
-
-
-def _tile(v: Any, axes: tuple[int | None, ...], bounds: list[tuple[int, int]]) -> Any:
+def _tile(v: Any, axes: T.Axes, bounds: T.Bounds) -> Any:
     """Program's view of operand ``v``: a numpy slice (no copy); scalars and whole operands as they are."""
     if not any(a is not None for a in axes):
         return v
-    return v[_index(axes, bounds)]
+    return v[T.tile_index(axes, bounds)]
 
 
 def check_results(op: Operation, results: PythonValues) -> None:

@@ -34,7 +34,7 @@ The package has one concept per module, and this module re-exports every public 
 ``semantics``              ``SEMANTICS``: op -> numerics; ``evaluate``, ``has_semantics``
 =========================  ============================================================================
 
-Imports inside the package point one way: types <- constraints / tiling <- op modules <- kernel <-
+Imports inside the package point one way: types <- tiling <- constraints <- op modules <- kernel <-
 canonicalization; semantics reads the op modules.
 """
 

@@ -173,7 +173,8 @@ class UnpackOp(TiledOp):
         super().__init__(operands=[packed], result_types=[TritsType(shape)])
 
     def verify_(self) -> None:
-        expect_shape("unpack", "trits", shape_of(self.trits.type), shape_of(self.packed.type), "the packed shape")
+        trits, packed = shape_of(self.trits.type), shape_of(self.packed.type)
+        expect_shape("unpack", "trits", trits, packed, "the packed shape")
 
     def tile_rule(self) -> TileRule:
         # Trits of one row share bytes: the K axis is never split.
@@ -409,7 +410,9 @@ class AccumOp(TiledOp):
         x = require_rank("accum", "activation", self.x.type, 1)
         n, k = shape_of(self.weight.type)
         if not dims_agree(x[-1], k):
-            raise VerifyException(f"accum: activation K={dim_str(x[-1])} does not match weight K={dim_str(k)}")
+            raise VerifyException(
+                f"accum: activation K={dim_str(x[-1])} does not match weight K={dim_str(k)}"
+            )
         acc = shape_of(self.acc.type)
         expect_shape("accum", "result", acc, (*x[:-1], n), "[..., N]: the activation's rows, the weight's N")
 
@@ -452,7 +455,8 @@ class DequantOp(TiledOp):
 
     def verify_(self) -> None:
         acc = require_rank("dequant", "accumulator", self.acc.type, 1)
-        expect_one_per_row("dequant", "activation scale", shape_of(self.x_scale.type), acc, "one scale per row")
+        scale = shape_of(self.x_scale.type)
+        expect_one_per_row("dequant", "activation scale", scale, acc, "one scale per row")
         expect_shape("dequant", "result", shape_of(self.result.type), acc, "the accumulator's shape")
 
     def tile_rule(self) -> TileRule:

@@ -43,7 +43,7 @@ from xdsl.irdl.constraints import VerificationContext
 from xdsl.utils.exceptions import VerifyException
 
 from mmfc.dialects.ternary.tiling import TiledOp, TileRule, lead_labels
-from mmfc.dialects.ternary.types import PackedType, TritsType, shape_of, shape_str, shapes_agree
+from mmfc.dialects.ternary.types import PackedType, TritsType, rank, shape_of, shape_str, shapes_agree
 
 _A = TypeVar("_A", bound=Attribute, covariant=True)
 
@@ -76,7 +76,9 @@ class Elements:
 
 
 F32 = Elements(EqAttrConstraint(f32), "f32")
-STORE_FLOAT = Elements(AnyOf.get(*(EqAttrConstraint(t) for t in (bf16, f16, f32, f64))), "a float (bf16, f16, f32, f64)")
+STORE_FLOAT = Elements(
+    AnyOf.get(*(EqAttrConstraint(t) for t in (bf16, f16, f32, f64))), "a float (bf16, f16, f32, f64)"
+)
 I8 = Elements(EqAttrConstraint(IntegerType(8)), "i8")
 I32 = Elements(EqAttrConstraint(i32), "i32")
 IDS = Elements(AnyOf.get(EqAttrConstraint(i32), EqAttrConstraint(i64)), "i32 or i64")
@@ -85,7 +87,8 @@ MASK = Elements(AnyOf.get(base(IntegerType), EqAttrConstraint(f32)), "an integer
 
 def tensor_of(op: str, what: str, elements: Elements) -> AttrConstraint[TensorType]:
     """A ranked tensor of ``elements``; fails with ``{op}: {what} must be a tensor of {elements}``."""
-    return Expect(TensorType.constr(element_type=elements.constr), f"{op}: {what} must be a tensor of {elements.spelling}")
+    message = f"{op}: {what} must be a tensor of {elements.spelling}"
+    return Expect(TensorType.constr(element_type=elements.constr), message)
 
 
 def scale_of(op: str, what: str) -> AttrConstraint:
@@ -98,14 +101,18 @@ def scale_of(op: str, what: str) -> AttrConstraint:
 
 def ternary_weight_of(op: str, what: str) -> AttrConstraint:
     """A ternary weight: ``!ternary.trits`` or ``!ternary.packed``."""
-    return Expect(base(TritsType) | base(PackedType), f"{op}: {what} must be !ternary.trits or !ternary.packed")
+    return Expect(
+        base(TritsType) | base(PackedType), f"{op}: {what} must be !ternary.trits or !ternary.packed"
+    )
 
 
 def trits_of(op: str, what: str) -> AttrConstraint[TritsType]:
+    """A ``!ternary.trits`` weight."""
     return Expect(base(TritsType), f"{op}: {what} must be !ternary.trits")
 
 
 def packed_of(op: str, what: str) -> AttrConstraint[PackedType]:
+    """A ``!ternary.packed`` weight."""
     return Expect(base(PackedType), f"{op}: {what} must be !ternary.packed")
 
 
@@ -134,7 +141,8 @@ def expect_one_per_row(op: str, what: str, got: Sequence[int], rows_of: Sequence
     want = (*rows_of[:-1], 1)
     if len(got) != len(rows_of) or got[-1] != 1:
         raise VerifyException(
-            f"{op}: {what} has shape {shape_str(got)}, expected {shape_str(want)} (one scale per row, last dim 1)"
+            f"{op}: {what} has shape {shape_str(got)}, expected {shape_str(want)} "
+            "(one scale per row, last dim 1)"
         )
     expect_shape(op, what, got, want, why)
 
@@ -182,7 +190,7 @@ class PerFeatureOp(TiledOp, ABC):
         expect_shape(op, self.VECTOR, vector, (rows[-1],), f"the last dim of {self.ROWS}")
 
     def tile_rule(self) -> TileRule:
-        row = (*lead_labels(len(shape_of(self.operands[0].type)) - 1), "k")
+        row = (*lead_labels(rank(self.operands[0]) - 1), "k")
         return TileRule(
             (*(row for _ in self.operands[:-1]), ("k",)),
             tuple(row for _ in self.results),

@@ -20,7 +20,15 @@ from xdsl.irdl import (
 from xdsl.traits import Pure
 from xdsl.utils.exceptions import VerifyException
 
-from mmfc.dialects.ternary.constraints import F32, IDS, STORE_FLOAT, Expect, expect_shape, require_rank, tensor_of
+from mmfc.dialects.ternary.constraints import (
+    F32,
+    IDS,
+    STORE_FLOAT,
+    Expect,
+    expect_shape,
+    require_rank,
+    tensor_of,
+)
 from mmfc.dialects.ternary.tiling import TiledOp, TileRule, lead_labels
 from mmfc.dialects.ternary.types import DYN, dim_str, rank, shape_of
 
@@ -57,7 +65,8 @@ class EmbeddingOp(TiledOp):
         if len(table) != 2:
             raise VerifyException(f"embedding: table must be 2-D [V, d], got {self.table.type}")
         ids = shape_of(self.ids.type)
-        expect_shape("embedding", "result", shape_of(self.result.type), (*ids, table[1]), "the ids' shape, then d")
+        result = shape_of(self.result.type)
+        expect_shape("embedding", "result", result, (*ids, table[1]), "the ids' shape, then d")
 
     def tile_rule(self) -> TileRule:
         lead = lead_labels(rank(self.ids))
@@ -107,7 +116,8 @@ class SplitOp(TiledOp):
         if k != DYN and k % n:
             raise VerifyException(f"split: last dim {k} does not split into {n} equal parts")
         m = DYN if k == DYN else k // n
-        expect_shape("split", "part 0", shape_of(self.parts[0].type), (*lead, m), f"1/{n} of the input's last dim")
+        part = shape_of(self.parts[0].type)  # every part has its type
+        expect_shape("split", "part 0", part, (*lead, m), f"1/{n} of the input's last dim")
 
     def tile_rule(self) -> TileRule:
         lead = lead_labels(rank(self.input) - 1)
@@ -152,7 +162,8 @@ class RowOp(TiledOp):
         i = self.index.value.data
         if i < 0 or (shape[0] != DYN and i >= shape[0]):
             raise VerifyException(f"row: index {i} is out of range for {dim_str(shape[0])} rows")
-        expect_shape("row", "result", shape_of(self.result.type), shape[1:], "the input without its first dim")
+        result = shape_of(self.result.type)
+        expect_shape("row", "result", result, shape[1:], "the input without its first dim")
 
     def tile_rule(self) -> TileRule:
         rest = lead_labels(rank(self.input) - 1)

@@ -89,7 +89,7 @@ SEMANTICS: dict[type[Operation], Semantics] = {
     RMSNormOp: lambda op, x, gamma: (nm.rmsnorm(x, gamma, op.eps.value.data),),
     RMSNormalizeOp: lambda op, x: (nm.rms_normalize(x, op.eps.value.data),),
     ScaleOp: lambda op, x, gamma: (nm.scale(x, gamma),),
-    ResidualRMSNormOp: lambda op, x, residual, gamma: nm.residual_rmsnorm(x, residual, gamma, op.eps.value.data),
+    ResidualRMSNormOp: lambda op, x, r, gamma: nm.residual_rmsnorm(x, r, gamma, op.eps.value.data),
     QuantActOp: lambda op, x: nm.quant_act(x),
     AccumOp: _accum,
     DequantOp: lambda op, acc, s, ws: (nm.dequant(acc, s, ws),),

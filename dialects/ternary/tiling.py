@@ -172,7 +172,8 @@ def body_splits(kernel: KernelOp) -> dict[SSAValue, Axes]:
             break
         if not isinstance(op, TiledOp):
             raise VerifyException(
-                f"kernel: {op.name} cannot appear in a kernel body (only ternary compute ops with a tiling rule)"
+                f"kernel: {op.name} cannot appear in a kernel body "
+                "(only ternary compute ops with a tiling rule)"
             )
         operand_splits = []
         for i, v in enumerate(op.operands):
@@ -216,7 +217,8 @@ def grid_extents(kernel: KernelOp, shapes: Sequence[Sequence[int]]) -> tuple[int
     splits no operand (its extent is unknown).
     """
     seen: dict[int, tuple[int, str]] = {}
-    for i, (shape, tile, operand) in enumerate(zip(shapes, kernel.input_tiles.data, kernel.inputs, strict=True)):
+    operands = zip(shapes, kernel.input_tiles.data, kernel.inputs, strict=True)
+    for i, (shape, tile, operand) in enumerate(operands):
         axes = tile.axes()
         if len(shape) != len(axes):
             raise GridError(f"operand {i} has shape {tuple(shape)}, but its tile map has {len(axes)} dims")

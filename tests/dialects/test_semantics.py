@@ -28,7 +28,7 @@ def test_every_compute_op_has_semantics() -> None:
 
 def test_evaluate_refuses_an_op_without_semantics() -> None:
     op = T.WeightOp("model.norm.weight", TensorType(f32, [4]))
-    with pytest.raises(NotImplementedError, match="ternary.weight has no entry in the ternary semantics table"):
+    with pytest.raises(NotImplementedError, match="ternary.weight has no entry in the ternary semantics"):
         T.evaluate(op)
 
 

@@ -406,6 +406,28 @@ def test_propagate_splits_refuses_a_split_reduction() -> None:
         propagate_splits([mul], {(mul.results[0], 1): 0, (mul.operands[0], 1): 1})
 
 
+QUANT = """
+func.func @f(%x: tensor<?x8xf32>) -> tensor<?x1xf32> {
+  %q, %s = ternary.quant_act %x : tensor<?x8xf32> -> tensor<?x8xi8>, tensor<?x1xf32>
+  func.return %s : tensor<?x1xf32>
+}
+"""
+
+
+def test_propagate_splits_refuses_to_split_a_dim_the_op_creates() -> None:
+    """quant_act makes up its scale's last dim (one scale per row): no grid axis may split it."""
+    quant = ops_named(parse(QUANT), "ternary.quant_act")[0]
+    q, scale = quant.results
+    created = "cannot split dim 1 of a result of ternary.quant_act: ternary.quant_act creates it"
+    with pytest.raises(FusionError, match=created):
+        propagate_splits([quant], {(scale, 1): 0})
+    reduced = "cannot split dim 1 of operand 0 of ternary.quant_act: ternary.quant_act reduces"
+    with pytest.raises(FusionError, match=reduced):
+        propagate_splits([quant], {(quant.operands[0], 1): 0})
+    splits = propagate_splits([quant], {(scale, 0): 0})
+    assert splits.values[q] == (0, None) and splits.uses[(quant, 0)] == (0, None)
+
+
 def test_outline_exports_values_used_outside() -> None:
     module = parse(ELEMENTWISE)
     sig, mul = ops_named(module, "ternary.sigmoid")[0], ops_named(module, "ternary.mul")[0]

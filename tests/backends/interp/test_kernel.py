@@ -27,11 +27,11 @@ from xdsl.rewriter import InsertPoint
 from mmfc.backends.interp import InterpError, InterpRunner
 from mmfc.compare import first_difference
 from mmfc.dialects.dump import TraceRecorder, load_dump
-from mmfc.backends.interp import functions as interp_functions
 from mmfc.dialects import numerics as nm
 from mmfc.dialects import ternary as T
 from mmfc.dialects.context import mmfc_context
 from mmfc.dialects.source import parse_module, verify_module
+from mmfc.dialects.ternary import tiling
 from mmfc.dialects.weights import MemoryStore
 
 F32 = np.float32
@@ -225,7 +225,7 @@ def test_operands_split_by_one_axis_must_agree_at_run_time() -> None:
 
 
 def test_coverage_check_catches_programs_that_miss_a_tile(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Break the program count (floor instead of ceil): the last, partial block is never run."""
+    """Break the dialect's program count (floor instead of ceil): the last, partial block is never run."""
     x, gamma, w, ws = random_inputs(0, 7, 8, 3)
     out_t = TensorType(f32, (DYN, 3))
     module = module_of(
@@ -233,7 +233,7 @@ def test_coverage_check_catches_programs_that_miss_a_tile(monkeypatch: pytest.Mo
         lambda b, a: kernel(b, [2], a, [[0, None], [None], [None, None], []], [out_t], [[0, None]], bitlinear_body()).results,
     )
     InterpRunner(module).run("f", x, gamma, w, ws)  # sound as it is
-    monkeypatch.setattr(interp_functions, "math", types.SimpleNamespace(ceil=lambda v: int(v)))
+    monkeypatch.setattr(tiling, "math", types.SimpleNamespace(ceil=lambda v: int(v)))
     with pytest.raises(AssertionError, match="result 0: 3 elements written by no program"):
         InterpRunner(module).run("f", x, gamma, w, ws)
     (y,) = InterpRunner(module, check_coverage=False).run("f", x, gamma, w, ws)

@@ -127,9 +127,11 @@ def _samples() -> dict[type, tuple[list[Attribute], tuple[Any, ...], list[Any]]]
     vec, state = TensorType(f32, (4,)), TensorType(f32, (DYN, 4))
     gamma, h = rng.uniform(0.5, 1.5, 4).astype(F32), rng.standard_normal((2, 4)).astype(F32)
     w = rng.integers(-1, 2, (4, 5)).astype(np.int8)
-    p = rng.standard_normal((5, 4)).astype(F32)
+    p, master = rng.standard_normal((5, 4)).astype(F32), rng.standard_normal((4, 5)).astype(F32)
+    acc = rng.integers(-500, 500, (2, 3, 4)).astype(np.int32)
+    ids = np.array([[0, 4, 2], [1, 1, 3]])
     return {
-        T.QuantWeightOp: ([TensorType(f32, (4, 5))], (TensorType(f32, ()),), [rng.standard_normal((4, 5)).astype(F32)]),
+        T.QuantWeightOp: ([TensorType(f32, (4, 5))], (TensorType(f32, ()),), [master]),
         T.UnpackOp: ([T.PackedType((4, 5), "2bit")], (), [nm.pack(w, "2bit")]),
         T.RMSNormOp: ([seq, vec], (1e-5,), [x, gamma]),
         T.RMSNormalizeOp: ([seq], (1e-3,), [x]),
@@ -144,7 +146,7 @@ def _samples() -> dict[type, tuple[list[Attribute], tuple[Any, ...], list[Any]]]
         T.DequantOp: (
             [TensorType(i32, (DYN, 3, 4)), TensorType(f32, (DYN, 3, 1)), f32],
             (),
-            [rng.integers(-500, 500, (2, 3, 4)).astype(np.int32), rng.uniform(1, 9, (2, 3, 1)).astype(F32), F32(0.03)],
+            [acc, rng.uniform(1, 9, (2, 3, 1)).astype(F32), F32(0.03)],
         ),
         T.SigmoidOp: ([seq], (), [x]),
         T.SiluOp: ([seq], (), [x]),
@@ -158,7 +160,7 @@ def _samples() -> dict[type, tuple[list[Attribute], tuple[Any, ...], list[Any]]]
         T.GateNormOp: ([seq, seq, vec], (), [x, x2, gamma]),
         T.MaskOp: ([seq, TensorType(i64, (DYN, 3))], (), [x, np.array([[0, 1, 1], [1, 1, 1]], np.int64)]),
         T.ScanOp: ([seq, seq, state], (), [x, nm.sigmoid(x2), h]),
-        T.EmbeddingOp: ([TensorType(f32, (5, 4)), TensorType(i64, (DYN, 3))], (), [p, np.array([[0, 4, 2], [1, 1, 3]])]),
+        T.EmbeddingOp: ([TensorType(f32, (5, 4)), TensorType(i64, (DYN, 3))], (), [p, ids]),
         T.LowerBoundsOp: ([TensorType(f32, (5, 4))], (), [p]),
         T.SplitOp: ([TensorType(f32, (DYN, 6))], (3,), [rng.standard_normal((2, 6)).astype(F32)]),
         T.RowOp: ([TensorType(f32, (5, 4))], (2,), [p]),
