@@ -1,4 +1,5 @@
-"""Shared test settings: the committed Hypothesis profiles and the Triton interpreter switch.
+"""Shared test settings: the committed Hypothesis profiles, the Triton interpreter switch, and the
+reference implementation's outputs as a fixture.
 
 Hypothesis profiles (pick one with the environment variable ``HYPOTHESIS_PROFILE``; default ``ci``):
 
@@ -9,12 +10,25 @@ Hypothesis profiles (pick one with the environment variable ``HYPOTHESIS_PROFILE
 Tests that run the Triton interpreter, IREE or the simulator are slow per example: give them
 ``@settings(max_examples=5)`` up to ``max_examples=20`` (a decorator overrides the profile) so that the
 whole suite stays under the CI budget of 15 minutes.
+
+Fixtures:
+
+* ``ref_tiny``: the reference implementation's outputs on the tiny random checkpoint of
+  ``tests/data/ref_tiny`` (``mmfc.testing.Reference``; its checkpoint folder is ``ref_tiny.path``, and
+  ``NOTES.md`` there says how it was made). Any target checks itself with
+  ``mmfc.testing.check_against_reference(model, ref_tiny).raise_for_problems()``.
+* ``one_torch_thread``: runs a test with one torch thread (restored after). The models of these tests
+  are tiny; on a busy 2-core machine, two threads per op spin against each other and run ~10x slower.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, settings
 
 settings.register_profile(
@@ -42,3 +56,26 @@ def _cuda_available() -> bool:
 # an explicit setting by the user wins.
 if "TRITON_INTERPRET" not in os.environ and not _cuda_available():
     os.environ["TRITON_INTERPRET"] = "1"
+
+
+REF_TINY = Path(__file__).resolve().parent / "data" / "ref_tiny"
+
+
+@pytest.fixture(scope="session")
+def ref_tiny() -> Any:
+    """The outputs of the reference implementation on ``tests/data/ref_tiny`` (loaded once)."""
+    from mmfc.testing import load_reference
+
+    return load_reference(REF_TINY)
+
+
+@pytest.fixture
+def one_torch_thread() -> Iterator[None]:
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
