@@ -7,10 +7,11 @@ from dataclasses import dataclass
 
 import numpy as np
 from xdsl.context import Context
-from xdsl.dialects.builtin import BFloat16Type, Float16Type, Float32Type, Float64Type, ModuleOp, TensorType
+from xdsl.dialects.builtin import ModuleOp, TensorType
 from xdsl.passes import ModulePass
 from xdsl.rewriter import InsertPoint, Rewriter
 
+from mmfc.dialects import dtypes
 from mmfc.dialects import numerics as nm
 from mmfc.dialects import ternary as T
 from mmfc.dialects import weights as W
@@ -18,14 +19,6 @@ from mmfc.dialects.source import OpError
 
 #: the pre-quantized checkpoint naming: ``X.weight`` holds the trits, ``X.weight_scale`` the scale
 SCALE_SUFFIX = "_scale"
-
-#: element type of a float master in the IR -> its safetensors dtype code in the store
-_STORED_FLOATS: dict[type, str] = {
-    BFloat16Type: "BF16",
-    Float16Type: "F16",
-    Float32Type: "F32",
-    Float64Type: "F64",
-}
 
 #: how many leading values are checked for "more than three distinct values" before the whole tensor
 _SAMPLE = 4096
@@ -154,7 +147,8 @@ def _quantize(
         info = store.info(name)
     except W.WeightStoreError as exc:
         raise OpError(refs[0], str(exc)) from None
-    if info.stored not in _STORED_FLOATS.values():
+    stored = dtypes.by_code(info.stored)
+    if stored is None or not stored.is_float:
         raise OpError(
             refs[0],
             f"@{name} is stored as {info.stored} in the weight store {store.describe()}, not as a float "
@@ -163,8 +157,8 @@ def _quantize(
     for ref in refs:
         t = ref.result.type
         assert isinstance(t, TensorType)
-        want = _STORED_FLOATS.get(type(t.get_element_type()))
-        if tuple(info.shape) != t.get_shape() or info.stored != want:
+        want = dtypes.of_element_type(t.get_element_type())
+        if tuple(info.shape) != t.get_shape() or want is None or info.stored != want.code:
             dims = "x".join(str(d) for d in info.shape) or "scalar"
             raise OpError(
                 ref,
