@@ -33,6 +33,7 @@ __all__ = [
     "quant_act",
     "quant_weight",
     "weight_inv_scale",
+    "looks_ternary",
     "accum",
     "dequant",
     "bitlinear",
@@ -156,6 +157,22 @@ def quant_weight(w: np.ndarray) -> tuple[np.ndarray, np.float32]:
     s_w = weight_inv_scale(weight_scale)
     trits = np.clip(round_half_even(w32 * s_w), -1, 1).astype(np.int8)
     return trits, weight_scale
+
+
+#: how many leading values :func:`looks_ternary` checks before it looks at the whole tensor
+_TERNARY_SAMPLE = 4096
+
+
+def looks_ternary(master: np.ndarray) -> bool:
+    """True when a float tensor holds at most three distinct values: already-ternary weights, which
+    :func:`quant_weight` must not quantize again (its scale would shrink). A leading sample is checked
+    first, so a real float master is told apart without sorting all of it."""
+    flat = np.asarray(master).reshape(-1)
+    if flat.size == 0:
+        return False
+    if np.unique(flat[:_TERNARY_SAMPLE]).size > 3:
+        return False
+    return bool(np.unique(flat).size <= 3)
 
 
 def weight_inv_scale(weight_scale: np.floating | float) -> np.float32:

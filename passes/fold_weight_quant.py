@@ -20,23 +20,10 @@ from mmfc.dialects.source import OpError
 #: the pre-quantized checkpoint naming: ``X.weight`` holds the trits, ``X.weight_scale`` the scale
 SCALE_SUFFIX = "_scale"
 
-#: how many leading values are checked for "more than three distinct values" before the whole tensor
-_SAMPLE = 4096
-
 
 def scale_name(weight_name: str) -> str:
     """Store name of the scale of the trits stored as ``weight_name``: ``X.weight`` -> ``X.weight_scale``."""
     return weight_name + SCALE_SUFFIX
-
-
-def looks_ternary(master: np.ndarray) -> bool:
-    """True when a float tensor holds at most three distinct values (a sample is checked first)."""
-    flat = master.reshape(-1)
-    if flat.size == 0:
-        return False
-    if np.unique(flat[:_SAMPLE]).size > 3:
-        return False
-    return bool(np.unique(flat).size <= 3)
 
 
 @dataclass(frozen=True)
@@ -175,7 +162,7 @@ def _quantize(
     master = store.get(name)
     if not np.isfinite(master).all():
         raise OpError(refs[0], f"@{name} holds non-finite values (NaN or Inf); it cannot be quantized")
-    if looks_ternary(master):
+    if nm.looks_ternary(master):
         raise OpError(
             quants[0],
             f"@{name} is already ternary-valued (at most 3 distinct values): absmean weight quantization "

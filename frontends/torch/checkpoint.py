@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from mmfc.dialects.diagnostics import CheckpointError, UserError
+from mmfc.dialects.numerics import looks_ternary
 from mmfc.frontends.torch.config import HGRNBitConfig
 
 if TYPE_CHECKING:
@@ -168,16 +169,6 @@ def _bitlinear_weight_names(model: HGRNBitForCausalLM) -> set[str]:
     return {f"{name}.weight" for name, m in model.named_modules() if isinstance(m, BitLinear)}
 
 
-def _looks_ternary(t: torch.Tensor) -> bool:
-    """True when a float tensor holds at most three distinct values (checked on a sample first)."""
-    flat = t.reshape(-1)
-    if flat.numel() == 0:
-        return False
-    if torch.unique(flat[:4096]).numel() > 3:
-        return False
-    return torch.unique(flat).numel() <= 3
-
-
 def check_tensor_names(directory: Path, expected: Iterable[str], present: Iterable[str], quantized: bool) -> None:
     """A :class:`CheckpointError` for the first missing or unexpected tensor name (both sorted)."""
     expected, present = set(expected), set(present)
@@ -240,7 +231,7 @@ def load_state_dict_checked(directory: Path, config: HGRNBitConfig) -> dict[str,
             raise CheckpointError(f"{where} holds non-finite values (NaN or Inf)")
         if name.endswith(".weight_scale") and not float(t) > 0:
             raise CheckpointError(f"{where} must be a positive scale, got {float(t)}")
-        if not quantized and name in ternary_names and _looks_ternary(t):
+        if not quantized and name in ternary_names and looks_ternary(t.cpu().numpy()):
             raise CheckpointError(
                 f"{where} is already ternary-valued (at most 3 distinct values) but is loaded as a float "
                 "master: re-quantizing ternary weights keeps the signs but shrinks the absmean scale by the "
