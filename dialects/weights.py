@@ -65,7 +65,6 @@ import json
 import math
 import os
 import struct
-import uuid
 import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Collection, Iterable, Iterator, Mapping
@@ -78,6 +77,7 @@ from xdsl.dialects.builtin import ModuleOp, StringAttr
 
 from mmfc.dialects import dtypes
 from mmfc.dialects.diagnostics import UserError
+from mmfc.dialects.files import atomic_open
 
 __all__ = [
     "STORE_ATTR",
@@ -725,7 +725,8 @@ def _write_tensor_bytes(f: Any, data: np.ndarray) -> None:
 def _write_safetensors(
     target: Path, tensors: Mapping[str, tuple[str, tuple[int, ...], np.ndarray]], metadata: Mapping[str, str]
 ) -> None:
-    """Write a safetensors file atomically: a temporary file beside ``target``, then ``os.replace``.
+    """Write a safetensors file atomically (``dialects/files.py``: a temporary file beside ``target``,
+    then ``os.replace``).
 
     Tensors are laid out largest item size first, then by name, with no gaps (what the safetensors
     library expects), so every tensor stays aligned to its item size after the 8-aligned header.
@@ -742,23 +743,14 @@ def _write_safetensors(
     encoded += b" " * (-len(encoded) % 8)
     if not target.parent.is_dir():
         raise WeightStoreError(f"{target}: directory {target.parent} does not exist")
-    tmp = target.parent / f".{target.name}.{uuid.uuid4().hex[:12]}.tmp"
     try:
-        # os.open with mode 0o666 lets the umask decide the permissions, like any other written file
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        with os.fdopen(fd, "wb") as f:
+        with atomic_open(target, "wb") as f:
             f.write(struct.pack("<Q", len(encoded)))
             f.write(encoded)
             for name in order:
                 _write_tensor_bytes(f, tensors[name][2])
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
     except OSError as exc:
         raise WeightStoreError(f"{target}: cannot write weight store ({exc.strerror or exc})") from None
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 # ------------------------------------------------------------------------------------------ modules

@@ -12,8 +12,8 @@ Two kinds of checkpoint load into :class:`HGRNBitForCausalLM`:
   "weights": "int8-trits"}``, every BitLinear ``X.weight`` is int8 trits of the same name and shape and
   ``X.weight_scale`` a float32 scalar holding 1/s_w.
 
-Writing is all-or-nothing: every file is first written to a temporary folder on the target's
-filesystem (inside an existing target, else beside it). Only when all are complete does a new target
+Writing is all-or-nothing (``mmfc.dialects.files.atomic_dir`` with ``merge=True``): every file is first
+written to a temporary folder on the target's filesystem (inside an existing target, else beside it). Only when all are complete does a new target
 folder get renamed into place in one step, or, for an existing one, each file moved in with
 ``os.replace`` (weights first, ``config.json`` last, then stale weight files of the other layout
 removed). A failure while writing leaves the target as it was, and the temporary folder is removed.
@@ -27,7 +27,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import uuid
 import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -35,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from mmfc.dialects.diagnostics import CheckpointError, UserError
+from mmfc.dialects.files import atomic_dir
 from mmfc.dialects.numerics import looks_ternary
 from mmfc.frontends.torch.config import HGRNBitConfig
 
@@ -331,48 +331,31 @@ def save_pretrained(
     config = model.config.replace()
     config.quantization_config = dict(QUANT_CONFIG) if quantized else None
 
-    tmp: Path | None = None
     try:
-        # same filesystem as the target, so the final moves are renames: inside an existing target (its
-        # parent may be read-only), else beside it; mkdir (not mkdtemp) so that a folder renamed into
-        # place gets the usual permissions
-        if directory.is_dir():
-            tmp = directory / f".mmfc-tmp-{uuid.uuid4().hex[:12]}"
-        else:
+        if not directory.exists():
             directory.parent.mkdir(parents=True, exist_ok=True)
-            tmp = directory.parent / f".{directory.name}.mmfc-tmp-{uuid.uuid4().hex[:12]}"
-        tmp.mkdir()
-        if max_shard_bytes is None or sum(_nbytes(t) for t in tensors.values()) <= max_shard_bytes:
-            save_file(tensors, str(tmp / SINGLE_FILE), metadata={"format": "pt"})
-            weights = [SINGLE_FILE]
-        else:
-            weights = _save_sharded(tensors, tmp, max_shard_bytes, save_file)
-        config.save_pretrained(tmp)
-        source = getattr(model, "source_dir", None)
-        if source is not None and Path(source).resolve() != directory.resolve():
-            for fname in TOKENIZER_FILES:
-                if (Path(source) / fname).is_file():
-                    shutil.copy2(Path(source) / fname, tmp / fname)
-        _commit(tmp, directory, weights)
+        # weights first, then the index, then config.json: a reader in between still finds the old
+        # index or single file first
+        order = {INDEX_FILE: 1, "config.json": 2}
+        with atomic_dir(directory, merge=True, order=lambda name: order.get(name, 0)) as tmp:
+            if max_shard_bytes is None or sum(_nbytes(t) for t in tensors.values()) <= max_shard_bytes:
+                save_file(tensors, str(tmp / SINGLE_FILE), metadata={"format": "pt"})
+                weights = [SINGLE_FILE]
+            else:
+                weights = _save_sharded(tensors, tmp, max_shard_bytes, save_file)
+            config.save_pretrained(tmp)
+            source = getattr(model, "source_dir", None)
+            if source is not None and Path(source).resolve() != directory.resolve():
+                for fname in TOKENIZER_FILES:
+                    if (Path(source) / fname).is_file():
+                        shutil.copy2(Path(source) / fname, tmp / fname)
+        _remove_stale_weights(directory, weights)
     except OSError as exc:
         raise CheckpointError(f"{directory}: cannot write the checkpoint ({_one_line(exc)})") from None
-    finally:
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _commit(tmp: Path, directory: Path, weights: list[str]) -> None:
-    """Move the complete files of ``tmp`` into ``directory``.
-
-    A new ``directory`` is ``tmp`` renamed (one atomic step). Into an existing one, files move one
-    rename at a time: weights, then the index, then ``config.json`` (a reader in between still finds the
-    old index or single file first), then the other layout's stale weight files are deleted."""
-    if not directory.exists():
-        os.rename(tmp, directory)
-        return
-    order = {INDEX_FILE: 1, "config.json": 2}
-    for entry in sorted(tmp.iterdir(), key=lambda e: (order.get(e.name, 0), e.name)):
-        os.replace(entry, directory / entry.name)
+def _remove_stale_weights(directory: Path, weights: list[str]) -> None:
+    """Delete the weight files of the other layout (single file vs shards) that ``weights`` replaced."""
     stale = [SINGLE_FILE, INDEX_FILE, *(p.name for p in directory.glob("model-*-of-*.safetensors"))]
     for name in stale:
         if name not in weights and (directory / name).is_file():
