@@ -2,7 +2,7 @@
 
 Every later stage calls these functions: the IR interpreter, the simulator, and the tests of the
 Triton and MLIR backends. The PyTorch model has a torch twin of each (``mmfc.frontends.torch.numerics``)
-and tests hold the two equal. Semantics are those of ``shared/docs/model-spec.md``:
+and tests hold the two equal. Semantics are those of ``docs/model.md``:
 
 * all float arithmetic in float32;
 * activation quantization rounds half **away from zero**, weight quantization half **to even**;
@@ -317,7 +317,7 @@ def embedding(table: np.ndarray, ids: np.ndarray) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------------------------------
-# Packing (mmfc's own layouts; see model-spec.md "Packed weight formats")
+# Packing (mmfc's own layouts; see docs/model.md "Packed weights")
 # --------------------------------------------------------------------------------------------------
 
 PACK_FORMATS = {"2bit": 4, "base3": 5}  # trits per byte

@@ -3,7 +3,7 @@
 Reading never unpickles anything (safetensors only) and needs no ``transformers``. Every problem with a
 directory is one :class:`CheckpointError` naming the file, tensor or key: a missing, unexpected,
 wrongly shaped, wrongly typed or non-finite tensor; float weights that are already ternary-valued
-(the absmean pitfall of ``model-spec.md``); a pre-quantized tensor outside {-1, 0, +1}.
+(the absmean pitfall of ``docs/model.md``); a pre-quantized tensor outside {-1, 0, +1}.
 
 Two kinds of checkpoint load into :class:`HGRNBitForCausalLM`:
 

@@ -66,7 +66,7 @@ def _is_number(value: Any) -> bool:
 
 @dataclass
 class HGRNBitConfig:
-    """Configuration of an ``hgrn_bit`` model (field meanings: ``shared/docs/model-spec.md``)."""
+    """Configuration of an ``hgrn_bit`` model (field meanings: ``docs/model.md``, "Configuration")."""
 
     vocab_size: int = 32000
     hidden_size: int = 2048

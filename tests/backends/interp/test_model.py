@@ -4,7 +4,7 @@ The module comes from ``dialects.builder.build_model`` (one module for every bat
 the weights are the PyTorch model's state dict in a ``MemoryStore`` (float32 masters for the FLOAT
 form, int8 trits + ``weight_scale`` after ``model.quantize_()`` for the TRITS form).
 
-Whole-model comparisons use the flip-aware rule of architecture.md (``mmfc.testing``): logits (and the
+Whole-model comparisons use the flip-aware rule of ``docs/model.md`` (``mmfc.testing``): logits (and the
 recurrent states) by relative RMS <= 5e-2 and max |diff| <= 0.1, teacher-forced greedy agreement >= 98 %,
 and free-running ``generate`` equal up to the reference's first low-margin step. The interpreter's own
 prefill and step-by-step decode are compared exactly (the same numpy functions on the same rows).
