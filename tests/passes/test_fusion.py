@@ -184,17 +184,19 @@ def packed_form(module: ModuleOp, store: WeightStore, fmt: str) -> tuple[ModuleO
 #: example that builds and runs a model; without it a failure is reported in seconds.
 NO_EXPLAIN = [p for p in Phase if p is not Phase.explain]
 
-#: what a semantics test draws: sizes, seeds and flags only. The model and its IR are built inside the
-#: test, so that a failing example is a line of integers (Hypothesis prints and shrinks what it draws;
-#: an IR module drawn through a strategy took minutes to print).
-MODEL_DRAWS = {
-    "d": st.integers(8, 32),
-    "inter": st.integers(8, 40),
-    "vocab": st.integers(10, 40),
-    "layers": st.integers(1, 2),
-    "quantized": st.booleans(),
-    "model_seed": st.integers(0, 10_000),
-}
+#: the model a semantics test draws: the arguments of :func:`tiny_model` (sizes, a flag, a seed) only.
+#: The model and its IR are built inside the test, so that a failing example is a line of integers
+#: (Hypothesis prints and shrinks what it draws; an IR module drawn through a strategy took minutes).
+TINY_MODELS = st.fixed_dictionaries(
+    {
+        "d": st.integers(8, 32),
+        "inter": st.integers(8, 40),
+        "vocab": st.integers(10, 40),
+        "layers": st.integers(1, 2),
+        "quantized": st.booleans(),
+        "seed": st.integers(0, 10_000),
+    }
+)
 
 
 def fusion_pipelines(bn: int, bd: int, bb: int) -> list[str]:
@@ -216,7 +218,7 @@ def fusion_pipelines(bn: int, bd: int, bb: int) -> list[str]:
 
 @settings(max_examples=8, phases=NO_EXPLAIN)
 @given(
-    **MODEL_DRAWS,
+    model=TINY_MODELS,
     # block sizes that (mostly) do not divide d, 2I, I or V, and sometimes a batch split too
     bn=st.sampled_from([3, 5, 7]),
     bd=st.sampled_from([3, 5]),
@@ -225,22 +227,12 @@ def fusion_pipelines(bn: int, bd: int, bb: int) -> list[str]:
     seed=st.integers(0, 1000),
 )
 def test_fusion_preserves_results_exactly(
-    d: int,
-    inter: int,
-    vocab: int,
-    layers: int,
-    quantized: bool,
-    model_seed: int,
-    bn: int,
-    bd: int,
-    bb: int,
-    lengths: list[int],
-    seed: int,
+    model: dict[str, int], bn: int, bd: int, bb: int, lengths: list[int], seed: int
 ) -> None:
     """Bit-identical prefill + decode results before and after each pass / pipeline (float masters and
     trits, drawn per model)."""
-    imported = tiny_model(d, inter, vocab, layers, quantized, model_seed)
-    ids, mask = padded_inputs(np.random.default_rng(seed), vocab, lengths)
+    imported = tiny_model(**model)
+    ids, mask = padded_inputs(np.random.default_rng(seed), model["vocab"], lengths)
     expected = run_both(InterpRunner(imported.module, imported.store), ids, mask)
     for pipeline in fusion_pipelines(bn, bd, bb):
         module = transformed(imported.module, imported.store, pipeline)
@@ -253,28 +245,17 @@ def test_fusion_preserves_results_exactly(
 
 @settings(max_examples=4, phases=NO_EXPLAIN)
 @given(
-    **MODEL_DRAWS,
+    model=TINY_MODELS,
     fmt=st.sampled_from(["2bit", "base3"]),
     bn=st.sampled_from([3, 5]),
     lengths=st.lists(st.integers(1, 5), min_size=1, max_size=3),
     seed=st.integers(0, 1000),
 )
-def test_fusion_on_packed_weights(
-    d: int,
-    inter: int,
-    vocab: int,
-    layers: int,
-    quantized: bool,
-    model_seed: int,
-    fmt: str,
-    bn: int,
-    lengths: list[int],
-    seed: int,
-) -> None:
+def test_fusion_on_packed_weights(model: dict[str, int], fmt: str, bn: int, lengths: list[int], seed: int) -> None:
     """Packed weights: behind ``unpack`` (the unpack moves into the kernel, the packed bytes are the
     operand, split over N) and, through pack-weights, read by ``accum`` directly."""
-    imported = tiny_model(d, inter, vocab, layers, quantized, model_seed)
-    ids, mask = padded_inputs(np.random.default_rng(seed), vocab, lengths)
+    imported = tiny_model(**model)
+    ids, mask = padded_inputs(np.random.default_rng(seed), model["vocab"], lengths)
     expected = run_both(InterpRunner(imported.module, imported.store), ids, mask)
     chain = f"fuse-bitlinear{{block-n={bn}}},fuse-recurrence,fuse-glu{{block-n={bn}}},cse,dce"
 
