@@ -17,14 +17,11 @@ Fixtures:
   ``tests/data/ref_tiny`` (``mmfc.testing.Reference``; its checkpoint folder is ``ref_tiny.path``, and
   ``NOTES.md`` there says how it was made). Any target checks itself with
   ``mmfc.testing.check_against_reference(model, ref_tiny).raise_for_problems()``.
-* ``one_torch_thread``: runs a test with one torch thread (restored after). The models of these tests
-  are tiny; on a busy 2-core machine, two threads per op spin against each other and run ~10x slower.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +48,18 @@ def _cuda_available() -> bool:
     return bool(torch.cuda.is_available())
 
 
+# One CPU thread per process for torch (and OpenMP in child processes), unless the user chose: the
+# models here are tiny, and on a busy 2-core machine two threads per op spin against each other and
+# other processes (the whole suite measured 183-205 s with two threads, 82-88 s with one, same load).
+if "OMP_NUM_THREADS" not in os.environ:
+    os.environ["OMP_NUM_THREADS"] = "1"
+    try:
+        import torch
+
+        torch.set_num_threads(1)
+    except ImportError:
+        pass
+
 # Triton reads TRITON_INTERPRET when kernels are defined and launched, so it must be set before any test
 # module imports a backend. Without a GPU, Triton kernels run in its interpreter (numpy on the CPU);
 # an explicit setting by the user wins.
@@ -67,15 +76,3 @@ def ref_tiny() -> Any:
     from mmfc.testing import load_reference
 
     return load_reference(REF_TINY)
-
-
-@pytest.fixture
-def one_torch_thread() -> Iterator[None]:
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)

@@ -22,9 +22,6 @@ from mmfc.frontends.torch import numerics as tn
 from mmfc.models import HGRNBitForCausalLM
 from mmfc.testing import Reference, check_against_reference
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
 def test_checkpoint_is_the_fixture_config(ref_tiny: Reference) -> None:
     model = HGRNBitForCausalLM.from_pretrained(ref_tiny.path)
     c = model.config

@@ -16,9 +16,6 @@ from mmfc.testing import Reference, check_against_reference
 
 TARGETS = ["interp"]
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
 @pytest.mark.parametrize("target", TARGETS)
 @pytest.mark.parametrize("pipeline", ["-O0", "-O2"])
 def test_compiled_model_matches_the_reference(ref_tiny: Reference, target: str, pipeline: str) -> None:
