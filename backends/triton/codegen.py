@@ -165,7 +165,10 @@ def generate(module: ModuleOp, store: WeightStore) -> Generated:
                     "in_place": {str(k): v for k, v in _in_place(fn, op, ins).items()},
                     "grid": _grid_spec(op),
                     "sizes": [["in", *s.size_from] for s in src.size_args],  # type: ignore[misc]
-                    "scratch": src.scratch_bytes,
+                    "scratch_per_row": src.scratch_per_row,
+                    "block_rows_of": [_dim_spec(r, op) for r in (src.spaces.rows[-1:] if _nested(src) else src.spaces.rows)],
+                    "max_block": src.max_block,
+                    "accum_k": src.accum_k,
                     "debug": [
                         {"name": d.name, "body": d.body, "op": d.op, "result": d.result, "dtype": d.dtype,
                          "shape": [_dim_spec(s, op) for s in d.spaces]}
@@ -181,6 +184,12 @@ def generate(module: ModuleOp, store: WeightStore) -> Generated:
         }
     sources.append("\nPLAN = " + pprint.pformat(plan, width=110, sort_dicts=False) + "\n")
     return Generated("\n".join(sources), plan, legal.constants, kernels)
+
+
+def _nested(src: KernelSource) -> bool:
+    """Whether the kernel loops over outer rows one by one (a recurrence's state)."""
+    rows = src.spaces.rows
+    return any(0 < src.spaces.level(v) < len(rows) for v in src.spaces.values)
 
 
 def _arg_spec(t: Any) -> dict[str, Any]:

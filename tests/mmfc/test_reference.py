@@ -1,6 +1,7 @@
 """Compiled targets against the reference implementation's own outputs (``tests/data/ref_tiny``).
 
-``mmfc.compile`` of the fixture's checkpoint folder, run by the interpreter, checked by the flip-aware
+``mmfc.compile`` of the fixture's checkpoint folder, run by each target (the triton target in Triton's
+interpreter on a CPU, compiled on a GPU), checked by the flip-aware
 rule with ``mmfc.testing.check_against_reference`` (prefill and decode logits, teacher-forced greedy,
 free-running generate). Other targets join by adding their name to ``TARGETS``.
 """
@@ -14,7 +15,7 @@ import mmfc
 from mmfc.dialects import numerics as nm
 from mmfc.testing import Reference, check_against_reference
 
-TARGETS = ["interp"]
+TARGETS = ["interp", "triton"]
 
 @pytest.mark.parametrize("target", TARGETS)
 @pytest.mark.parametrize("pipeline", ["-O0", "-O2"])

@@ -53,7 +53,7 @@ def test_one_function_per_kernel_named_after_its_label(artifact: Path) -> None:
         above = source[: source.index(f"def {name}(")].rsplit("\n\n", 1)[-1]
         assert f'label = "{label}"' in above and "ternary.accum" in above
     # plus the embeddings, wrapped in kernels of their own, and the shared helpers
-    assert {"k_prefill__embedding", "k_decode_step__embedding", "round_half_away", "trits_2bit"} <= functions
+    assert {"k_prefill__embedding", "k_decode_step__embedding", "round_half_away", "add_sub"} <= functions
     plan = loaded.runner.plan
     assert len(plan["entries"]["decode_step"]["steps"]) == 1 + 2 * 4 + 1  # embedding, 4 per layer, head
 
