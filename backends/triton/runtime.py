@@ -48,20 +48,26 @@ def _torch_dtype(name: str) -> Any:
 
 def _interpret() -> None:
     """Run Triton kernels in its interpreter from now on, in this process: ``TRITON_INTERPRET=1``
-    must be set before a kernel is decorated, and Triton reads it again at launch. Triton's own
-    library functions (``tl.sum``, ...) are decorated when ``triton.language`` is first imported: if
-    that happened before, they cannot run in the interpreter, and the user must set the variable."""
-    os.environ["TRITON_INTERPRET"] = "1"
-    if "triton.language" in sys.modules:
-        from triton.language import standard
-        from triton.runtime.jit import JITFunction
+    must be set before a kernel is decorated, and Triton reads it again at launch.
 
-        if type(standard.sum) is JITFunction:
-            raise UserError(
-                "target triton: no GPU, so its kernels must run in Triton's interpreter, but Triton was imported "
-                "before mmfc could turn the interpreter on: set TRITON_INTERPRET=1 before importing triton "
-                "(or anything that imports it)"
-            )
+    Triton's own library functions (``tl.sum``, ``tl.max``, ...) are decorated when
+    ``triton.language`` is first imported, and on a CPU something often imports it early (PyTorch's
+    FX and dynamo do, to see whether Triton is there): those compiled-only functions are then
+    re-wrapped for the interpreter, as they would have been had the variable been set first."""
+    os.environ["TRITON_INTERPRET"] = "1"
+    if "triton.language" not in sys.modules:
+        return
+    import triton.language as tl
+    from triton.language import standard
+    from triton.runtime.interpreter import InterpretedFunction
+    from triton.runtime.jit import JITFunction
+
+    for name, fn in list(vars(standard).items()):
+        if type(fn) is JITFunction:
+            wrapped = InterpretedFunction(fn.fn)
+            setattr(standard, name, wrapped)
+            if getattr(tl, name, None) is fn:
+                setattr(tl, name, wrapped)
 
 
 def choose_device(option: str) -> tuple[str, bool]:
