@@ -166,12 +166,28 @@ def bench_mmfc(model: Any, batches: list[int], prefill: int, steps: int) -> dict
             out["peak_bytes"] = torch.cuda.max_memory_allocated()
             out["launches_per_token"] = launches
             out["nvidia_smi_used_mib"] = smi_used_mib()
+            out["profile"] = _by_kernel(runner.profile("decode_step", nxt, *[v.clone() for v in values]))
     if prefill:
         ids = torch.randint(0, vocab, (1, prefill), device="cuda")
         out["prefill_ms"] = round(cuda_ms(lambda: compiled(ids), 3, warmup=1), 2)
     del compiled, runner
     torch.cuda.empty_cache()
     return out
+
+
+def _by_kernel(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per-launch timings summed by generated function (one per kernel shape): count, total ms,
+    weight bytes, achieved GB/s."""
+    table: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        t = table.setdefault(r["kernel"], {"kernel": r["kernel"], "launches": 0, "ms": 0.0, "weight_bytes": 0, "grid": r["grid"]})
+        t["launches"] += 1
+        t["ms"] += r["ms"]
+        t["weight_bytes"] += r["weight_bytes"]
+    for t in table.values():
+        t["ms"] = round(t["ms"], 4)
+        t["gbps"] = round(t["weight_bytes"] / (t["ms"] * 1e-3) / 1e9, 1) if t["ms"] else None
+    return sorted(table.values(), key=lambda t: -t["ms"])
 
 
 # ------------------------------------------------------------------------------------------ baselines
@@ -406,6 +422,8 @@ def main() -> int:
         decode = " ".join(f"{r['decode_ms'][str(b)]:.4g}" for b in args.batch)
         peak = f"{r['peak_bytes'] / 1e9:.2f}" if "peak_bytes" in r else "-"
         print(f"  {name:<9} decode {decode:<20} prefill {r.get('prefill_ms', '-')!s:<10} peak {peak}")
+    for row in results.get("mmfc", {}).get("profile", []):
+        print(f"    {row['kernel']:<64} x{row['launches']:<3} {row['ms']:>8.4f} ms  {row['gbps']!s:>7} GB/s  grid {row['grid']}")
     if args.json:
         path = Path(args.json)
         merged = json.loads(path.read_text()) if path.exists() else {}

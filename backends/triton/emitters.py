@@ -43,8 +43,8 @@ def sigmoid(x):
 
 @triton.jit
 def add_sub(trits, x):
-    """sum over the last axis of x where the trit is +1, minus x where it is -1: int32, exact."""
-    return tl.sum(tl.where(trits > 0, x, tl.where(trits < 0, -x, 0)), axis=2)
+    """x where the trit is +1, -x where it is -1, 0 where it is 0: int32, exact."""
+    return tl.where(trits > 0, x, tl.where(trits < 0, -x, 0))
 '''
 
 Emit = Callable[[Emitter, Operation], None]
@@ -142,8 +142,9 @@ def emit_accum(e: Emitter, op: T.AccumOp) -> None:
     bytes: the bytes are loaded once per chunk for every row of the block (contiguous, one load per
     weight row) and unpacked in registers, digit by digit; each digit's trits meet the activations
     of their columns (``k = byte * per + digit``) either as additions and subtractions of the int8
-    activations they select (``add_sub``: decode, small blocks of rows) or, with ``USE_DOT``, as an
-    int8 x int8 -> int32 tensor-core dot (blocks of 16 rows and more: prefill). Both are exact.
+    activations they select (``add_sub``: decode, small blocks of rows; summed elementwise over the
+    chunks and reduced across lanes once at the end) or, with ``USE_DOT``, as an int8 x int8 -> int32
+    tensor-core dot (blocks of 16 rows and more: prefill). Both are exact.
 
     The activations come from a scratch tile when the kernel computed them (a register tile cannot
     be sliced), or straight from memory when they are a kernel operand."""
@@ -179,6 +180,8 @@ def emit_accum(e: Emitter, op: T.AccumOp) -> None:
     acc = e.fresh("acc")
     n = e.offs(n_space)
     e.emit(where, f"{acc} = tl.zeros([BLOCK_ROWS, {n_space.pow2_block}], dtype=tl.int32)")
+    e.emit(where, "if not USE_DOT:  # additions are summed elementwise, reduced across the chunk once at the end")
+    e.emit(where, f"{INDENT}part = tl.zeros([BLOCK_ROWS, {n_space.pow2_block}, CHUNK], dtype=tl.int32)")
     e.emit(where, f"for c0 in range(0, {row_bytes}, CHUNK):")
     loop = [
         "cb = c0 + tl.arange(0, CHUNK)",
@@ -195,10 +198,12 @@ def emit_accum(e: Emitter, op: T.AccumOp) -> None:
             "if USE_DOT:",
             f"{INDENT}{acc} += tl.dot(xq.to(tl.int8), tl.trans(tr.to(tl.int8)), out_dtype=tl.int32)",
             "else:",
-            f"{INDENT}{acc} += add_sub(tr[None, :, :], xq[:, None, :])",
+            f"{INDENT}part += add_sub(tr[None, :, :], xq[:, None, :])",
         ]
     for line in loop:
         e.emit(where, INDENT + line)
+    e.emit(where, "if not USE_DOT:")
+    e.emit(where, f"{INDENT}{acc} += tl.sum(part, axis=2)")
     if xq.kind == "reg":
         e.emit(where, "tl.debug_barrier()")  # the next block of rows overwrites the scratch tile
     e.define(op.acc, acc)

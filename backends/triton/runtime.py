@@ -164,6 +164,7 @@ class TritonRunner(Runner):
                 f"format {PLAN_FORMAT} (compile the model again)"
             )
         self.use_graphs = bool(options.get("graphs", True)) and not self.interpret
+        self.accumulate = str(options.get("accumulate", "auto"))
         self.buffers: dict[str, Any] = {}
         self._upload_weights(store, folder)
         self._dummy = torch.zeros(1, dtype=torch.int8, device=self._device)
@@ -324,14 +325,22 @@ class TritonRunner(Runner):
         block, weight bytes per accumulation step, int8 dots or additions, warps.
 
         In the interpreter, big blocks and dots (numpy products: fewer, larger operations). On a GPU,
-        blocks of rows whose tiles fit in registers, dots only for blocks of at least 16 rows."""
+        blocks of rows whose tiles fit in registers, dots only for blocks of at least 16 rows, and for
+        additions a chunk as long as a ``[rows, block_n, chunk]`` tile of partial sums allows (the
+        whole weight row of a decode step's program in one or a few steps). The target's
+        ``accumulate`` option forces additions or dots."""
         widest = int(step["max_block"])
         pow2 = _pow2(rows)
-        if self.interpret:
-            return {"BLOCK_ROWS": min(pow2, 128), "CHUNK": max(16, _pow2(max(step["accum_k"] or [16]))), "USE_DOT": True}
+        if self.interpret:  # numpy operations: the fewer and larger, the faster
+            use_dot = self.accumulate != "add"
+            chunk = max(16, _pow2(max(step["accum_k"] or [16]))) if use_dot else 64
+            return {"BLOCK_ROWS": min(pow2, 128 if use_dot else 8), "CHUNK": chunk, "USE_DOT": use_dot}
         block_rows = max(1, min(pow2, 16384 // widest, 64))
-        use_dot = block_rows >= 16
-        chunk = 32 if use_dot else max(16, min(64, 8192 // max(1, block_rows * min(widest, 256))))
+        use_dot = block_rows >= 16 if self.accumulate == "auto" else self.accumulate == "dot"
+        if use_dot:
+            block_rows = max(block_rows, 16)
+        # additions: a [rows, block_n, chunk] tile of partial sums in registers
+        chunk = 32 if use_dot else max(16, min(256, 4096 // max(1, block_rows * min(widest, 16))))
         warps = 4 if widest <= 1024 else (8 if widest <= 4096 else 16)
         return {"BLOCK_ROWS": block_rows, "CHUNK": _pow2(chunk), "USE_DOT": use_dot, "num_warps": warps}
 
@@ -378,6 +387,34 @@ class TritonRunner(Runner):
             for i, s in enumerate(saved):  # the warm-up updated the state in place
                 env[f"arg{i}"].copy_(s)
         return ws
+
+    def profile(self, entry: str, *inputs: Any, repeats: int = 20) -> list[dict[str, Any]]:
+        """Time each launch of ``entry`` alone (GPU events around it; median of ``repeats``), with
+        the bytes of the weights it reads and the bandwidth that gives: where a step's time goes."""
+        import statistics
+
+        args = self._inputs(entry, inputs)
+        env = self._bind(entry, args)
+        launches = list(self._launches(entry, env, owned=frozenset(f"arg{i}" for i in range(len(args)))))
+        for launch in launches:  # compile and warm up
+            launch()
+        rows = []
+        for launch in launches:
+            weights = sum(t.numel() * t.element_size() for name, t in zip(launch.step["inputs"], launch.args) if name.startswith("w:"))
+            times = []
+            for _ in range(repeats):
+                start, end = self.torch.cuda.Event(enable_timing=True), self.torch.cuda.Event(enable_timing=True)
+                start.record()
+                launch()
+                end.record()
+                end.synchronize()
+                times.append(start.elapsed_time(end))
+            ms = statistics.median(times)
+            rows.append({
+                "label": launch.step["label"], "kernel": launch.step["kernel"], "grid": list(launch.grid),
+                "ms": round(ms, 5), "weight_bytes": weights, "gbps": round(weights / (ms * 1e-3) / 1e9, 1) if ms else None,
+            })
+        return rows
 
     def workspace_state(self, values: Sequence[Any]) -> bool:
         """Whether ``values`` are the state buffers of a decode workspace (handed back without a copy)."""

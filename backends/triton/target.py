@@ -31,6 +31,13 @@ def _device(value: Any) -> str:
     return text
 
 
+def _accumulate(value: Any) -> str:
+    text = str(value).strip().lower()
+    if text not in ("auto", "add", "dot"):
+        raise ValueError("expected auto, add or dot")
+    return text
+
+
 def _block(value: Any) -> int:
     block = int(value)
     if block < 1 or block & (block - 1):
@@ -63,6 +70,14 @@ class TritonTarget(Target):
             at="load",
         ),
         TargetOption("graphs", "replay decode steps from a CUDA graph per batch size (GPU only)", parse=parse_bool, default=True, at="load"),
+        TargetOption(
+            "accumulate",
+            "how ternary accumulations run: auto, add (additions and subtractions), dot (int8 tensor-core dots)",
+            parse=_accumulate,
+            default="auto",
+            choices=("auto", "add", "dot"),
+            at="load",
+        ),
         TargetOption(
             "block_n",
             "output features per program of the fused kernels at -O2 (a power of two; more programs for small models)",
