@@ -22,7 +22,8 @@ instructions with explicit data movement, tiled to the accelerator's SRAM. A pro
 Every instruction returns an ``!accel.token`` and lists the tokens it waits for after ``after``:
 dependencies are SSA edges, so a group is a dataflow graph in program order. Sizes are static:
 ``bytes`` whatever the rows, ``per_row`` per activation row (the run's batch x sequence rows are known
-only when it runs), ``elements`` per activation row. ``body`` names the ops of the kernel's body an
+only when it runs), ``per_batch`` per sequence of the batch (a recurrent state), ``elements`` per
+activation row. ``body`` names the ops of the kernel's body an
 instruction computes (their positions), which links the timing to the values.
 
 What the instructions cost, and when each runs, is :mod:`mmfc.dialects.accel_schedule` (the
@@ -102,6 +103,7 @@ class DmaInOp(InstructionOp):
 
         %w = accel.dma_in "weight" @model.layers.0.mlp.down_proj.weight rows 0 to 128 k 2816 buffer 1 after %t
         %x = accel.dma_in "act" per_row 4096
+        %h = accel.dma_in "act" per_batch 4096
         %p = accel.dma_in "param" bytes 4100
         %e = accel.dma_in "table" @model.embeddings.weight per_row 2048
 
@@ -118,10 +120,11 @@ class DmaInOp(InstructionOp):
     k = opt_prop_def(IntegerAttr[I64])
     bytes = opt_prop_def(IntegerAttr[I64])
     bytes_per_row = opt_prop_def(IntegerAttr[I64])
+    bytes_per_batch = opt_prop_def(IntegerAttr[I64])
     buffer = opt_prop_def(IntegerAttr[I64])
     assembly_format = (
         "$what ($weight^)? (`rows` $row_start^ `to` $row_stop)? (`k` $k^)? (`bytes` $bytes^)? "
-        "(`per_row` $bytes_per_row^)? (`buffer` $buffer^)? " + _AFTER
+        "(`per_row` $bytes_per_row^)? (`per_batch` $bytes_per_batch^)? (`buffer` $buffer^)? " + _AFTER
     )
 
     def verify_(self) -> None:
@@ -141,7 +144,8 @@ class DmaOutOp(InstructionOp):
     what = prop_def(StringAttr)
     bytes = opt_prop_def(IntegerAttr[I64])
     bytes_per_row = opt_prop_def(IntegerAttr[I64])
-    assembly_format = "$what (`bytes` $bytes^)? (`per_row` $bytes_per_row^)? " + _AFTER
+    bytes_per_batch = opt_prop_def(IntegerAttr[I64])
+    assembly_format = "$what (`bytes` $bytes^)? (`per_row` $bytes_per_row^)? (`per_batch` $bytes_per_batch^)? " + _AFTER
 
     def verify_(self) -> None:
         _verify_dma(self)
@@ -151,7 +155,7 @@ def _verify_dma(op: DmaInOp | DmaOutOp) -> None:
     what = op.what.data
     if what not in DMA_PAYLOADS:
         raise VerifyException(f"{op.name}: payload must be one of {', '.join(DMA_PAYLOADS)}, got {what!r}")
-    for name in ("bytes", "bytes_per_row"):
+    for name in ("bytes", "bytes_per_row", "bytes_per_batch"):
         attr = getattr(op, name)
         if attr is not None and attr.value.data < 0:
             raise VerifyException(f"{op.name}: {name} must be >= 0, got {attr.value.data}")
@@ -426,6 +430,7 @@ def instr_of(op: InstructionOp, index_of: dict[SSAValue, int]) -> Instr:
         return Instr(
             "dma_in" if isinstance(op, DmaInOp) else "dma_out", deps, what=op.what.data, weight=weight, rows=rows,
             k=_get(op, "k"), bytes=_get(op, "bytes"), bytes_per_row=_get(op, "bytes_per_row"),
+            bytes_per_batch=_get(op, "bytes_per_batch"),
             buffer=_get(op, "buffer", -1),
         )
     if isinstance(op, TaccOp):
@@ -470,6 +475,8 @@ def _instruction(ins: Instr, deps: list[SSAValue]) -> InstructionOp:
             props["bytes"] = _int(ins.bytes)
         if ins.bytes_per_row:
             props["bytes_per_row"] = _int(ins.bytes_per_row)
+        if ins.bytes_per_batch:
+            props["bytes_per_batch"] = _int(ins.bytes_per_batch)
         if ins.buffer >= 0:
             props["buffer"] = _int(ins.buffer)
         props.pop("body", None)

@@ -67,6 +67,7 @@ class Instr:
     k: int = 0
     bytes: int = 0
     bytes_per_row: int = 0
+    bytes_per_batch: int = 0
     elements: int = 0
     tile: int = -1
     buffer: int = -1
@@ -216,7 +217,7 @@ def instr_cost(
         if ins.what == "weight":
             b = packed_bytes(ins.rows[1] - ins.rows[0], ins.k, arch.weight_format)
         else:
-            b = ins.bytes + ins.bytes_per_row * m
+            b = ins.bytes + ins.bytes_per_row * m + ins.bytes_per_batch * max(1, m // max(steps, 1))
         return Cost("dma", dram_bytes=b, sram_bytes=b)
     if ins.op == "barrier":
         return Cost(None)
