@@ -80,15 +80,9 @@ class SimTarget(Target):
             raise UserError("target sim runs fused IR (ternary.kernel ops): compile with -O2")
 
     def build(self, module: ModuleOp, store: WeightStore, options: Mapping[str, Any]) -> Build:
-        from xdsl.dialects import func
-
-        from mmfc.passes.lower_to_accel import lower_function
-
         arch = load_arch(options.get("arch") or DEFAULT_ARCH)
         name = arch.name or str(options.get("arch"))
-        programs = [lower_function(f, arch, name, DESIGN_BATCH, DESIGN_PROMPT_LEN) for f in module.ops
-                    if isinstance(f, func.FuncOp) and not f.is_declaration]
-        text = "\n".join(str(p) for p in programs) + "\n"
+        text = "\n".join(str(p) for p in lower_programs(module, arch)) + "\n"
         files = {PROGRAM_FILE: text.encode(), ARCH_FILE: json.dumps(arch.to_dict(), indent=1).encode()}
         return Build(files, {"program_format": PROGRAM_FORMAT, "arch": name})
 
@@ -112,6 +106,23 @@ class SimTarget(Target):
                          trace=bool(options.get("trace")))
 
 
+def lower_programs(module: ModuleOp, arch: Accelerator) -> list[Any]:
+    """The ``accel.program`` of every function of ``module`` (``lower-to-accel`` at the design point)."""
+    from xdsl.dialects import func
+
+    from mmfc.passes.lower_to_accel import lower_function
+
+    return [lower_function(f, arch, arch.name, DESIGN_BATCH, DESIGN_PROMPT_LEN) for f in module.ops
+            if isinstance(f, func.FuncOp) and not f.is_declaration]
+
+
+def lower_module(module: ModuleOp, arch: Accelerator) -> dict[str, list[Any]]:
+    """Function name -> its group plans on ``arch`` (what a :class:`SimRunner` runs)."""
+    from mmfc.dialects.accel import group_plan
+
+    return {p.sym_name.data: [group_plan(g) for g in p.groups()] for p in lower_programs(module, arch)}
+
+
 def read_program(folder: Path) -> tuple[Accelerator, dict[str, list[Any]]]:
     """The accelerator and the lowered programs (function -> group plans) of a build folder."""
     from mmfc.dialects.accel import ProgramOp, group_plan
@@ -126,4 +137,4 @@ def read_program(folder: Path) -> tuple[Accelerator, dict[str, list[Any]]]:
     return arch, programs
 
 
-__all__ = ["ARCH_FILE", "PROGRAM_FILE", "SimTarget", "read_program"]
+__all__ = ["ARCH_FILE", "PROGRAM_FILE", "SimTarget", "lower_module", "lower_programs", "read_program"]
