@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Run the whole test suite on the lent GPU machine (python3 there has torch + triton, no xDSL).
-# Needs the wheels in .whl/ (xdsl + deps, filecheck, lit; see benchmarks/RESULTS.md for how to fetch).
+# Needs the wheels in .whl/ (xdsl + deps, filecheck, lit; benchmarks/RESULTS.md says which and how).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 python3 -m pip install -q --no-index --no-deps .whl/*.whl || exit 1

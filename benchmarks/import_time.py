@@ -3,8 +3,8 @@
 usage: python benchmarks/import_time.py [--preset 370m] [--out DIR] [--json results.json]
 
 Runs `mmfc import --preset NAME -o DIR/NAME.mlir` in a child process, measuring wall time and the
-child's peak RSS (resource.getrusage of children), and prints a table. The acceptance bar of the
-frontend issue: 370m under 60 s on a 2-core machine, .mlir text under 1 MB.
+child's peak RSS (resource.getrusage of children), and prints a table. The bar the frontend is held
+to: 370m under 60 s on a 2-core machine, .mlir text under 1 MB.
 """
 
 from __future__ import annotations

@@ -27,21 +27,12 @@ from typing import Any, Protocol
 
 from xdsl.builder import Builder
 from xdsl.dialects import func
-from xdsl.dialects.builtin import (
-    BFloat16Type,
-    Float16Type,
-    Float64Type,
-    IntegerType,
-    ModuleOp,
-    StringAttr,
-    TensorType,
-    f32,
-    i64,
-)
+from xdsl.dialects.builtin import ModuleOp, StringAttr, TensorType, f32, i64
 from xdsl.ir import Attribute, Block, Region, SSAValue
 from xdsl.rewriter import InsertPoint
 
 from mmfc.dialects import ternary as T
+from mmfc.dialects.dtypes import by_name
 from mmfc.dialects.numerics import RMS_EPS
 
 DYN = T.DYN
@@ -54,28 +45,17 @@ class WeightForm(enum.Enum):
     TRITS = "trits"
 
 
-_ELEMENT_TYPES: dict[str, Attribute] = {
-    "f32": f32,
-    "float32": f32,
-    "F32": f32,
-    "bf16": BFloat16Type(),
-    "bfloat16": BFloat16Type(),
-    "BF16": BFloat16Type(),
-    "f16": Float16Type(),
-    "float16": Float16Type(),
-    "F16": Float16Type(),
-    "f64": Float64Type(),
-    "float64": Float64Type(),
-    "F64": Float64Type(),
-}
-
-
 def element_type(name: str) -> Attribute:
-    """An xDSL float element type from a dtype name (``f32``, ``bf16``, ``F16`` (safetensors), ...)."""
+    """The xDSL float element type of a stored float dtype, by any name ``dtypes.by_name`` knows
+    (``f32``, ``bf16``, ``F16`` (safetensors), ``float64``, ...)."""
     try:
-        return _ELEMENT_TYPES[name]
-    except KeyError:
-        raise ValueError(f"unsupported weight dtype {name!r}") from None
+        found = by_name(name)
+    except ValueError:
+        found = None
+    if found is None or not found.is_float:
+        raise ValueError(f"unsupported weight dtype {name!r}")
+    assert found.element_type is not None
+    return found.element_type
 
 
 class ModelConfig(Protocol):
@@ -325,17 +305,8 @@ def hidden_type(d: int, step: bool) -> TensorType:
     return TensorType(f32, (DYN, d) if step else (DYN, DYN, d))
 
 
-def mask_type() -> TensorType:
-    return TensorType(i64, (DYN, DYN))
-
-
-def ids_type(step: bool) -> TensorType:
-    return TensorType(i64, (DYN,) if step else (DYN, DYN))
-
-
 __all__ = [
     "FuncBuilder",
-    "IntegerType",
     "ModelConfig",
     "WeightForm",
     "build_bitlinear",
@@ -347,8 +318,6 @@ __all__ = [
     "build_rmsnorm",
     "element_type",
     "hidden_type",
-    "ids_type",
     "layer_lower_bounds",
-    "mask_type",
     "ternary_weight",
 ]

@@ -14,15 +14,11 @@ from xdsl.context import Context
 from xdsl.dialects import get_all_dialects
 from xdsl.ir import Dialect
 
+from mmfc.dialects.universe import MMFC_UNIVERSE
+
 
 def mmfc_dialect_factories() -> dict[str, Callable[[], Dialect]]:
-    """mmfc's dialects, name -> factory (empty while ``dialects/universe.py`` does not exist)."""
-    try:
-        from mmfc.dialects.universe import MMFC_UNIVERSE
-    except ModuleNotFoundError as exc:
-        if exc.name == "mmfc.dialects.universe":
-            return {}
-        raise
+    """mmfc's dialects, name -> factory (the list ``dialects/universe.py`` gives ``xdsl-opt``)."""
     return dict(MMFC_UNIVERSE.all_dialects)
 
 

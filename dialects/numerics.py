@@ -2,7 +2,7 @@
 
 Every later stage calls these functions: the IR interpreter, the simulator, and the tests of the
 Triton and MLIR backends. The PyTorch model has a torch twin of each (``mmfc.frontends.torch.numerics``)
-and tests hold the two equal. Semantics are those of ``shared/docs/model-spec.md``:
+and tests hold the two equal. Semantics are those of ``docs/model.md``:
 
 * all float arithmetic in float32;
 * activation quantization rounds half **away from zero**, weight quantization half **to even**;
@@ -33,6 +33,7 @@ __all__ = [
     "quant_act",
     "quant_weight",
     "weight_inv_scale",
+    "looks_ternary",
     "accum",
     "dequant",
     "bitlinear",
@@ -159,6 +160,22 @@ def quant_weight(w: np.ndarray) -> tuple[np.ndarray, np.float32]:
     s_w = weight_inv_scale(weight_scale)
     trits = np.clip(round_half_even(w32 * s_w), -1, 1).astype(np.int8)
     return trits, weight_scale
+
+
+#: how many leading values :func:`looks_ternary` checks before it looks at the whole tensor
+_TERNARY_SAMPLE = 4096
+
+
+def looks_ternary(master: np.ndarray) -> bool:
+    """True when a float tensor holds at most three distinct values: already-ternary weights, which
+    :func:`quant_weight` must not quantize again (its scale would shrink). A leading sample is checked
+    first, so a real float master is told apart without sorting all of it."""
+    flat = np.asarray(master).reshape(-1)
+    if flat.size == 0:
+        return False
+    if np.unique(flat[:_TERNARY_SAMPLE]).size > 3:
+        return False
+    return bool(np.unique(flat).size <= 3)
 
 
 def weight_inv_scale(weight_scale: np.floating | float) -> np.float32:
@@ -318,7 +335,7 @@ def embedding(table: np.ndarray, ids: np.ndarray) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------------------------------
-# Packing (mmfc's own layouts; see model-spec.md "Packed weight formats")
+# Packing (mmfc's own layouts; see docs/model.md "Packed weights")
 # --------------------------------------------------------------------------------------------------
 
 PACK_FORMATS = {"2bit": 4, "base3": 5}  # trits per byte

@@ -65,7 +65,6 @@ import json
 import math
 import os
 import struct
-import uuid
 import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Collection, Iterable, Iterator, Mapping
@@ -76,7 +75,9 @@ from typing import Any
 import numpy as np
 from xdsl.dialects.builtin import ModuleOp, StringAttr
 
+from mmfc.dialects import dtypes
 from mmfc.dialects.diagnostics import UserError
+from mmfc.dialects.files import atomic_open
 
 __all__ = [
     "STORE_ATTR",
@@ -117,25 +118,6 @@ BASE_KEY = "mmfc.base"
 CHECKPOINT_SINGLE = "model.safetensors"
 CHECKPOINT_INDEX = "model.safetensors.index.json"
 
-# safetensors dtype code -> little-endian numpy dtype (the ones numpy can hold as they are)
-_NUMPY_DTYPES: dict[str, np.dtype] = {
-    "BOOL": np.dtype("|b1"),
-    "U8": np.dtype("|u1"),
-    "I8": np.dtype("|i1"),
-    "I16": np.dtype("<i2"),
-    "U16": np.dtype("<u2"),
-    "F16": np.dtype("<f2"),
-    "I32": np.dtype("<i4"),
-    "U32": np.dtype("<u4"),
-    "F32": np.dtype("<f4"),
-    "F64": np.dtype("<f8"),
-    "I64": np.dtype("<i8"),
-    "U64": np.dtype("<u8"),
-}
-# codes numpy has no type for: sizes known (so files are validated and copied byte for byte);
-# BF16 reads as float32, the float8 kinds cannot be read as arrays
-_OTHER_ITEMSIZES: dict[str, int] = {"BF16": 2, "F8_E4M3": 1, "F8_E5M2": 1, "F8_E8M0": 1}
-_CODES: dict[np.dtype, str] = {dt: code for code, dt in _NUMPY_DTYPES.items()}
 # the safetensors library refuses bigger headers; so do we (a corrupt length would allocate GBs)
 _MAX_HEADER_BYTES = 100_000_000
 # a chain of layered stores longer than this is a cycle or a mistake
@@ -183,10 +165,7 @@ class TensorInfo:
 
 
 def _code_of(dtype: np.dtype) -> str:
-    code = _CODES.get(dtype.newbyteorder("<") if dtype.byteorder == ">" else dtype)
-    if code is None:
-        raise ValueError(f"arrays of dtype {dtype} cannot be stored in safetensors")
-    return code
+    return dtypes.of_numpy(dtype).code
 
 
 def _bf16_to_f32(raw: np.ndarray) -> np.ndarray:
@@ -273,8 +252,8 @@ class _SafetensorsFile:
                 f"{where}: data_offsets [{begin}, {end}] lie outside the {data_len}-byte data section "
                 "(truncated file?)"
             )
-        itemsize = _NUMPY_DTYPES[stored].itemsize if stored in _NUMPY_DTYPES else _OTHER_ITEMSIZES.get(stored)
-        if itemsize is not None and end - begin != math.prod(shape) * itemsize:
+        known = dtypes.by_code(stored)
+        if known is not None and end - begin != math.prod(shape) * known.itemsize:
             raise CorruptStoreError(
                 f"{where}: {end - begin} bytes do not hold a {stored} tensor of shape {list(shape)}"
             )
@@ -287,10 +266,8 @@ class _SafetensorsFile:
 
 
 def _info(entry: _Entry) -> TensorInfo:
-    dtype = _NUMPY_DTYPES.get(entry.stored)
-    if entry.stored == "BF16":
-        dtype = np.dtype(np.float32)
-    return TensorInfo(entry.shape, entry.stored, dtype)
+    known = dtypes.by_code(entry.stored)
+    return TensorInfo(entry.shape, entry.stored, None if known is None else known.read_as)
 
 
 # ------------------------------------------------------------------------------------------ stores
@@ -567,7 +544,8 @@ class _MappedStore(WeightStore):
             arr.flags.writeable = False
             self._upcasts[name] = arr
             return arr
-        dtype = _NUMPY_DTYPES.get(entry.stored)
+        known = dtypes.by_code(entry.stored)
+        dtype = None if known is None else known.numpy
         if dtype is None:
             raise CorruptStoreError(
                 f"{file.path}: tensor {name} has dtype {entry.stored}, which mmfc cannot read as an array"
@@ -734,8 +712,8 @@ def _check_inside(path: Path, root: Path, where: str) -> None:
 
 
 def _itemsize(code: str) -> int:
-    dtype = _NUMPY_DTYPES.get(code)
-    return dtype.itemsize if dtype is not None else _OTHER_ITEMSIZES.get(code, 1)
+    known = dtypes.by_code(code)
+    return 1 if known is None else known.itemsize
 
 
 def _write_tensor_bytes(f: Any, data: np.ndarray) -> None:
@@ -747,7 +725,8 @@ def _write_tensor_bytes(f: Any, data: np.ndarray) -> None:
 def _write_safetensors(
     target: Path, tensors: Mapping[str, tuple[str, tuple[int, ...], np.ndarray]], metadata: Mapping[str, str]
 ) -> None:
-    """Write a safetensors file atomically: a temporary file beside ``target``, then ``os.replace``.
+    """Write a safetensors file atomically (``dialects/files.py``: a temporary file beside ``target``,
+    then ``os.replace``).
 
     Tensors are laid out largest item size first, then by name, with no gaps (what the safetensors
     library expects), so every tensor stays aligned to its item size after the 8-aligned header.
@@ -764,23 +743,14 @@ def _write_safetensors(
     encoded += b" " * (-len(encoded) % 8)
     if not target.parent.is_dir():
         raise WeightStoreError(f"{target}: directory {target.parent} does not exist")
-    tmp = target.parent / f".{target.name}.{uuid.uuid4().hex[:12]}.tmp"
     try:
-        # os.open with mode 0o666 lets the umask decide the permissions, like any other written file
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        with os.fdopen(fd, "wb") as f:
+        with atomic_open(target, "wb") as f:
             f.write(struct.pack("<Q", len(encoded)))
             f.write(encoded)
             for name in order:
                 _write_tensor_bytes(f, tensors[name][2])
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
     except OSError as exc:
         raise WeightStoreError(f"{target}: cannot write weight store ({exc.strerror or exc})") from None
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 # ------------------------------------------------------------------------------------------ modules

@@ -1,7 +1,7 @@
 """The main job on the bundled ``tiny`` preset (``python -m mmfc.demo``, run by ``make demo``).
 
 Each section prints what it does and checks its own claim; the demo exits with 1 if a check fails, so
-``make demo`` is also a smoke test. Later issues add sections (import, compile, simulate).
+``make demo`` is also a smoke test.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ NEW_TOKENS = 16
 PAD_ID = 0
 # Two prompts of different lengths, batched with left padding (ids < the tiny vocabulary, 1024).
 PROMPTS = [[1, 17, 230, 45, 99, 512, 8], [1, 600, 7]]
-# The flip-aware rule of architecture.md bounds max |Δlogits| between two faithful paths by 0.1.
+# The flip-aware rule (docs/model.md) bounds max |Δlogits| between two faithful paths by 0.1.
 MAX_ABS_LOGIT_DIFF = 0.1
 
 _failures: list[str] = []
@@ -141,7 +141,7 @@ def main() -> int:
     compile_section(model, out, full_mask)
 
     section("Next")
-    print("  the Triton (GPU), IREE (CPU) and accelerator-simulator targets arrive with later issues;")
+    print("  the Triton (GPU), IREE (CPU) and accelerator-simulator targets are not there yet;")
     print("  try: mmfc import --preset tiny -o tiny.mlir && mmfc opt tiny.mlir -O2 -o tiny.opt.mlir")
     print(f"\ndemo finished in {time.perf_counter() - start:.1f} s")
     if _failures:

@@ -43,7 +43,6 @@ from __future__ import annotations
 import os
 import re
 import sys
-import tempfile
 import time
 import traceback
 from collections.abc import Iterable, Iterator
@@ -52,6 +51,7 @@ from io import StringIO
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
+from mmfc.dialects import files
 from mmfc.dialects.diagnostics import UserError
 
 if TYPE_CHECKING:
@@ -314,36 +314,13 @@ def print_module(ctx: Context, module: ModuleOp, *, generic: bool = False) -> st
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` all at once: a temporary file in the same folder, then ``os.replace``.
-
-    A failure leaves ``path`` as it was (absent or old) and no temporary file behind.
-    """
-    folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
-        raise UserError(f"{path}: folder {folder} does not exist")
-    if path.is_dir():
-        raise UserError(f"{path}: is a directory")
-    mode = path.stat().st_mode & 0o777 if path.exists() else _default_file_mode()
+    """Write ``text`` to ``path`` all at once (``mmfc.dialects.files``: a temporary file in the same
+    folder, then ``os.replace``); a failure is a ``UserError`` naming the path and leaves ``path`` as it
+    was (absent or old) and no temporary file behind."""
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+        files.write_text_atomic(path, text)
     except OSError as exc:
         raise UserError(f"{path}: cannot write: {exc.strerror or exc}") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, mode)  # mkstemp creates 0600; give the file the mode a plain open() would
-        os.replace(tmp, path)
-    except BaseException as exc:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            raise UserError(f"{path}: cannot write: {exc.strerror or exc}") from None
-        raise
-
-
-def _default_file_mode() -> int:
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
 
 
 __all__ = [

@@ -7,11 +7,12 @@ from dataclasses import dataclass
 
 import numpy as np
 from xdsl.context import Context
-from xdsl.dialects.builtin import BFloat16Type, Float16Type, Float32Type, Float64Type, ModuleOp, TensorType
+from xdsl.dialects.builtin import ModuleOp, TensorType
 from xdsl.passes import ModulePass
 from xdsl.pattern_rewriter import PatternRewriter
 from xdsl.rewriter import Rewriter
 
+from mmfc.dialects import dtypes
 from mmfc.dialects import numerics as nm
 from mmfc.dialects import ternary as T
 from mmfc.dialects import weights as W
@@ -20,31 +21,10 @@ from mmfc.dialects.source import OpError
 #: the pre-quantized checkpoint naming: ``X.weight`` holds the trits, ``X.weight_scale`` the scale
 SCALE_SUFFIX = "_scale"
 
-#: element type of a float master in the IR -> its safetensors dtype code in the store
-_STORED_FLOATS: dict[type, str] = {
-    BFloat16Type: "BF16",
-    Float16Type: "F16",
-    Float32Type: "F32",
-    Float64Type: "F64",
-}
-
-#: how many leading values are checked for "more than three distinct values" before the whole tensor
-_SAMPLE = 4096
-
 
 def scale_name(weight_name: str) -> str:
     """Store name of the scale of the trits stored as ``weight_name``: ``X.weight`` -> ``X.weight_scale``."""
     return weight_name + SCALE_SUFFIX
-
-
-def looks_ternary(master: np.ndarray) -> bool:
-    """True when a float tensor holds at most three distinct values (a sample is checked first)."""
-    flat = master.reshape(-1)
-    if flat.size == 0:
-        return False
-    if np.unique(flat[:_SAMPLE]).size > 3:
-        return False
-    return bool(np.unique(flat).size <= 3)
 
 
 @dataclass(frozen=True)
@@ -155,7 +135,8 @@ def _quantize(
         info = store.info(name)
     except W.WeightStoreError as exc:
         raise OpError(refs[0], str(exc)) from None
-    if info.stored not in _STORED_FLOATS.values():
+    stored = dtypes.by_code(info.stored)
+    if stored is None or not stored.is_float:
         raise OpError(
             refs[0],
             f"@{name} is stored as {info.stored} in the weight store {store.describe()}, not as a float "
@@ -164,8 +145,8 @@ def _quantize(
     for ref in refs:
         t = ref.result.type
         assert isinstance(t, TensorType)
-        want = _STORED_FLOATS.get(type(t.get_element_type()))
-        if tuple(info.shape) != t.get_shape() or info.stored != want:
+        want = dtypes.of_element_type(t.get_element_type())
+        if tuple(info.shape) != t.get_shape() or want is None or info.stored != want.code:
             dims = "x".join(str(d) for d in info.shape) or "scalar"
             raise OpError(
                 ref,
@@ -182,7 +163,7 @@ def _quantize(
     master = store.get(name)
     if not np.isfinite(master).all():
         raise OpError(refs[0], f"@{name} holds non-finite values (NaN or Inf); it cannot be quantized")
-    if looks_ternary(master):
+    if nm.looks_ternary(master):
         raise OpError(
             quants[0],
             f"@{name} is already ternary-valued (at most 3 distinct values): absmean weight quantization "

@@ -1,4 +1,4 @@
-"""The house rules of architecture.md: imports point down, `import mmfc` stays light, and plain
+"""The house rules of the README ("Repository layout: three floors"): imports point down, `import mmfc` stays light, and plain
 `xdsl-opt` reads mmfc IR from any directory without opening the weight store."""
 
 from __future__ import annotations

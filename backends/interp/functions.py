@@ -39,14 +39,15 @@ from xdsl.interpreter import (
 )
 from xdsl.ir import Attribute, Operation
 
+from mmfc.dialects import dtypes
 from mmfc.dialects import numerics as nm
 from mmfc.dialects import ternary as T
 from mmfc.dialects.weights import WeightStore
 from mmfc.backends.interp.errors import InterpError
 from mmfc.dialects.values import describe_value, value_problem
 
-# safetensors dtype code a float tensor type must be stored with
-_STORED_FLOAT = {BFloat16Type: "BF16", Float16Type: "F16", Float32Type: "F32", Float64Type: "F64"}
+# safetensors dtype code a float tensor type must be stored with (the one table: dialects/dtypes.py)
+_STORED_FLOAT = {type(d.element_type): d.code for d in dtypes.DTYPES if d.is_float}
 
 
 def _require(op: Operation, ok: bool, message: str) -> None:

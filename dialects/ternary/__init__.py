@@ -1,6 +1,6 @@
 """The ``ternary`` dialect: the MatMul-free LM as IR, unfused and fused.
 
-Every computation of ``shared/docs/model-spec.md`` is expressed at two levels:
+Every computation of the model (``docs/model.md``) is expressed at two levels:
 
 * **unfused**: one op per step of the model (``rmsnorm``, ``quant_act``, ``accum``, ``dequant``,
   ``scan``, elementwise gates, ...), each with the meaning of one function of

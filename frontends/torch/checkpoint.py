@@ -3,7 +3,7 @@
 Reading never unpickles anything (safetensors only) and needs no ``transformers``. Every problem with a
 directory is one :class:`CheckpointError` naming the file, tensor or key: a missing, unexpected,
 wrongly shaped, wrongly typed or non-finite tensor; float weights that are already ternary-valued
-(the absmean pitfall of ``model-spec.md``); a pre-quantized tensor outside {-1, 0, +1}.
+(the absmean pitfall of ``docs/model.md``); a pre-quantized tensor outside {-1, 0, +1}.
 
 Two kinds of checkpoint load into :class:`HGRNBitForCausalLM`:
 
@@ -12,8 +12,8 @@ Two kinds of checkpoint load into :class:`HGRNBitForCausalLM`:
   "weights": "int8-trits"}``, every BitLinear ``X.weight`` is int8 trits of the same name and shape and
   ``X.weight_scale`` a float32 scalar holding 1/s_w.
 
-Writing is all-or-nothing: every file is first written to a temporary folder on the target's
-filesystem (inside an existing target, else beside it). Only when all are complete does a new target
+Writing is all-or-nothing (``mmfc.dialects.files.atomic_dir`` with ``merge=True``): every file is first
+written to a temporary folder on the target's filesystem (inside an existing target, else beside it). Only when all are complete does a new target
 folder get renamed into place in one step, or, for an existing one, each file moved in with
 ``os.replace`` (weights first, ``config.json`` last, then stale weight files of the other layout
 removed). A failure while writing leaves the target as it was, and the temporary folder is removed.
@@ -27,7 +27,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import uuid
 import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -35,6 +34,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from mmfc.dialects.diagnostics import CheckpointError, UserError
+from mmfc.dialects.files import atomic_dir
+from mmfc.dialects.numerics import looks_ternary
 from mmfc.frontends.torch.config import HGRNBitConfig
 
 if TYPE_CHECKING:
@@ -168,16 +169,6 @@ def _bitlinear_weight_names(model: HGRNBitForCausalLM) -> set[str]:
     return {f"{name}.weight" for name, m in model.named_modules() if isinstance(m, BitLinear)}
 
 
-def _looks_ternary(t: torch.Tensor) -> bool:
-    """True when a float tensor holds at most three distinct values (checked on a sample first)."""
-    flat = t.reshape(-1)
-    if flat.numel() == 0:
-        return False
-    if torch.unique(flat[:4096]).numel() > 3:
-        return False
-    return torch.unique(flat).numel() <= 3
-
-
 def check_tensor_names(directory: Path, expected: Iterable[str], present: Iterable[str], quantized: bool) -> None:
     """A :class:`CheckpointError` for the first missing or unexpected tensor name (both sorted)."""
     expected, present = set(expected), set(present)
@@ -240,7 +231,7 @@ def load_state_dict_checked(directory: Path, config: HGRNBitConfig) -> dict[str,
             raise CheckpointError(f"{where} holds non-finite values (NaN or Inf)")
         if name.endswith(".weight_scale") and not float(t) > 0:
             raise CheckpointError(f"{where} must be a positive scale, got {float(t)}")
-        if not quantized and name in ternary_names and _looks_ternary(t):
+        if not quantized and name in ternary_names and looks_ternary(t.cpu().numpy()):
             raise CheckpointError(
                 f"{where} is already ternary-valued (at most 3 distinct values) but is loaded as a float "
                 "master: re-quantizing ternary weights keeps the signs but shrinks the absmean scale by the "
@@ -340,48 +331,31 @@ def save_pretrained(
     config = model.config.replace()
     config.quantization_config = dict(QUANT_CONFIG) if quantized else None
 
-    tmp: Path | None = None
     try:
-        # same filesystem as the target, so the final moves are renames: inside an existing target (its
-        # parent may be read-only), else beside it; mkdir (not mkdtemp) so that a folder renamed into
-        # place gets the usual permissions
-        if directory.is_dir():
-            tmp = directory / f".mmfc-tmp-{uuid.uuid4().hex[:12]}"
-        else:
+        if not directory.exists():
             directory.parent.mkdir(parents=True, exist_ok=True)
-            tmp = directory.parent / f".{directory.name}.mmfc-tmp-{uuid.uuid4().hex[:12]}"
-        tmp.mkdir()
-        if max_shard_bytes is None or sum(_nbytes(t) for t in tensors.values()) <= max_shard_bytes:
-            save_file(tensors, str(tmp / SINGLE_FILE), metadata={"format": "pt"})
-            weights = [SINGLE_FILE]
-        else:
-            weights = _save_sharded(tensors, tmp, max_shard_bytes, save_file)
-        config.save_pretrained(tmp)
-        source = getattr(model, "source_dir", None)
-        if source is not None and Path(source).resolve() != directory.resolve():
-            for fname in TOKENIZER_FILES:
-                if (Path(source) / fname).is_file():
-                    shutil.copy2(Path(source) / fname, tmp / fname)
-        _commit(tmp, directory, weights)
+        # weights first, then the index, then config.json: a reader in between still finds the old
+        # index or single file first
+        order = {INDEX_FILE: 1, "config.json": 2}
+        with atomic_dir(directory, merge=True, order=lambda name: order.get(name, 0)) as tmp:
+            if max_shard_bytes is None or sum(_nbytes(t) for t in tensors.values()) <= max_shard_bytes:
+                save_file(tensors, str(tmp / SINGLE_FILE), metadata={"format": "pt"})
+                weights = [SINGLE_FILE]
+            else:
+                weights = _save_sharded(tensors, tmp, max_shard_bytes, save_file)
+            config.save_pretrained(tmp)
+            source = getattr(model, "source_dir", None)
+            if source is not None and Path(source).resolve() != directory.resolve():
+                for fname in TOKENIZER_FILES:
+                    if (Path(source) / fname).is_file():
+                        shutil.copy2(Path(source) / fname, tmp / fname)
+        _remove_stale_weights(directory, weights)
     except OSError as exc:
         raise CheckpointError(f"{directory}: cannot write the checkpoint ({_one_line(exc)})") from None
-    finally:
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _commit(tmp: Path, directory: Path, weights: list[str]) -> None:
-    """Move the complete files of ``tmp`` into ``directory``.
-
-    A new ``directory`` is ``tmp`` renamed (one atomic step). Into an existing one, files move one
-    rename at a time: weights, then the index, then ``config.json`` (a reader in between still finds the
-    old index or single file first), then the other layout's stale weight files are deleted."""
-    if not directory.exists():
-        os.rename(tmp, directory)
-        return
-    order = {INDEX_FILE: 1, "config.json": 2}
-    for entry in sorted(tmp.iterdir(), key=lambda e: (order.get(e.name, 0), e.name)):
-        os.replace(entry, directory / entry.name)
+def _remove_stale_weights(directory: Path, weights: list[str]) -> None:
+    """Delete the weight files of the other layout (single file vs shards) that ``weights`` replaced."""
     stale = [SINGLE_FILE, INDEX_FILE, *(p.name for p in directory.glob("model-*-of-*.safetensors"))]
     for name in stale:
         if name not in weights and (directory / name).is_file():

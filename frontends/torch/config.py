@@ -11,12 +11,12 @@ from __future__ import annotations
 import copy
 import json
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from mmfc.dialects.diagnostics import ConfigError
+from mmfc.dialects.files import write_text_atomic
 
 MODEL_TYPE = "hgrn_bit"
 
@@ -66,7 +66,7 @@ def _is_number(value: Any) -> bool:
 
 @dataclass
 class HGRNBitConfig:
-    """Configuration of an ``hgrn_bit`` model (field meanings: ``shared/docs/model-spec.md``)."""
+    """Configuration of an ``hgrn_bit`` model (field meanings: ``docs/model.md``, "Configuration")."""
 
     vocab_size: int = 32000
     hidden_size: int = 2048
@@ -236,13 +236,7 @@ class HGRNBitConfig:
         """Write ``directory/config.json`` (creating the folder); the file is replaced atomically."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        target = directory / "config.json"
-        tmp = directory / f".config.json.{os.getpid()}.tmp"
-        try:
-            tmp.write_text(self.to_json_string(), encoding="utf-8")
-            os.replace(tmp, target)
-        finally:
-            tmp.unlink(missing_ok=True)
+        write_text_atomic(directory / "config.json", self.to_json_string())
 
     def replace(self, **changes: Any) -> HGRNBitConfig:
         """A copy with some fields changed (``intermediate_size`` re-derived unless given)."""

@@ -47,6 +47,7 @@ from mmfc.dialects.builder import (
     build_rmsnorm,
 )
 from mmfc.dialects.diagnostics import UserError
+from mmfc.dialects.dtypes import by_code as dtype_by_code
 from mmfc.dialects.weights import MemoryStore, WeightStore, bind
 from mmfc.frontends.torch.modeling import (
     GLU,
@@ -410,7 +411,8 @@ def import_checkpoint(directory: str | Path, entries: Sequence[str] = ("prefill"
     for name, shape in expected.items():
         info = store.info(name)
         check_tensor_shape(f"{directory}: tensor {name}", name, tuple(info.shape), shape)
-        if info.stored in ("F32", "BF16", "F16", "F64"):
+        stored = dtype_by_code(info.stored)
+        if stored is not None and stored.is_float:
             dtypes[name] = info.stored
     module = build_model(config, WeightForm.TRITS if quantized else WeightForm.FLOAT, dtypes, entries)
     bind(module, store)

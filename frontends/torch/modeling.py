@@ -10,7 +10,7 @@ Blocks (each a plain ``nn.Module`` a user may compose differently):
 * :class:`GLU` (alias ``HGRNBitMLP``) - the channel mixer.
 * :class:`HGRNBitBlock`, :class:`HGRNBitModel`, :class:`HGRNBitForCausalLM`.
 
-Semantics: ``shared/docs/model-spec.md``; the arithmetic is ``numerics.py`` beside this file (the torch
+Semantics: ``docs/model.md``; the arithmetic is ``numerics.py`` beside this file (the torch
 twin of ``mmfc.dialects.numerics``). All activations are float32.
 """
 

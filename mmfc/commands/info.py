@@ -37,7 +37,7 @@ class TernaryMatrix:
 
 
 def ternary_matrices(config: HGRNBitConfig) -> list[TernaryMatrix]:
-    """Every BitLinear weight of the model, grouped by kind (model-spec.md "Tensor names and shapes")."""
+    """Every BitLinear weight of the model, grouped by kind (``docs/model.md``, "Tensors")."""
     d, i, v, n_layers = (
         config.hidden_size,
         config.intermediate_size,

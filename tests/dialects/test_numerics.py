@@ -230,3 +230,16 @@ def test_pack_rejects_non_trits_and_bad_format() -> None:
         nm.pack(np.zeros((1, 1), np.int8), "3bit")
     with pytest.raises(ValueError, match="expected"):
         nm.unpack_2bit(np.zeros((1, 3), np.uint8), 4)
+
+
+def test_looks_ternary() -> None:
+    assert nm.looks_ternary(np.array([[0.5, -0.5], [0.0, 0.5]], F32))
+    assert nm.looks_ternary(np.full((3, 3), 0.25, F32))  # one or two distinct values count too
+    assert not nm.looks_ternary(np.array([0.5, -0.5, 0.0, 0.25], F32))
+    assert not nm.looks_ternary(np.zeros((0, 4), F32))
+    # a fourth value after the leading sample is still seen
+    late = np.tile(np.array([-1.0, 0.0, 1.0], F32), 2000)
+    late[-1] = 0.5
+    assert not nm.looks_ternary(late)
+    late[-1] = 1.0
+    assert nm.looks_ternary(late)

@@ -55,7 +55,7 @@ def logits(model: HGRNBitForCausalLM) -> torch.Tensor:
 
 
 def spec_tensors(num_layers: int = L, lower_bound: bool = True) -> dict[str, tuple[int, ...]]:
-    """The float checkpoint's tensors, written from model-spec.md ("Tensor names and shapes")."""
+    """The float checkpoint's tensors, written from docs/model.md ("Tensors")."""
     out: dict[str, tuple[int, ...]] = {
         "model.embeddings.weight": (V, D),
         "model.norm.weight": (D,),

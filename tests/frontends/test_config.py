@@ -16,7 +16,7 @@ TINY: dict[str, Any] = {"vocab_size": 64, "hidden_size": 32, "num_hidden_layers"
 
 
 def spec_intermediate_size(d: int, hidden_ratio: float) -> int:
-    """model-spec.md: I = 256 * ceil(int(d * hidden_ratio * 2 / 3) / 256)."""
+    """docs/model.md: I = 256 * ceil(int(d * hidden_ratio * 2 / 3) / 256)."""
     return 256 * math.ceil(int(d * hidden_ratio * 2 / 3) / 256)
 
 
@@ -48,7 +48,7 @@ def test_released_sizes(name: str, d: int, layers: int, size: int, params: int) 
     assert config.intermediate_size == size == spec_intermediate_size(d, 4)
     assert derive_intermediate_size(d, 4) == size
     assert config.to_dict()["intermediate_size"] is None  # derived, so written back as null
-    assert config.num_parameters == params  # model-spec.md, "parameters (exact)"
+    assert config.num_parameters == params  # docs/model.md, "Configuration" (released sizes)
 
 
 def test_reference_defaults() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 
 from mmfc.frontends.torch import numerics as tn
@@ -26,6 +26,10 @@ from mmfc.testing import (
     compare_logits,
     teacher_forced,
 )
+
+#: Hypothesis's explain phase re-runs a failing example under a line tracer, which takes minutes for an
+#: example that builds and runs a model; without it a failure is reported in seconds.
+NO_EXPLAIN = [p for p in Phase if p is not Phase.explain]
 
 SPEC_PARAMETERS = {"370m": 374_108_160, "1.3b": 1_364_779_008, "2.7b": 2_702_357_504}
 SPEC_TERNARY = {"370m": 341_049_344, "1.3b": 1_298_661_376, "2.7b": 2_619_473_920}
@@ -124,7 +128,7 @@ def decode_all(model: HGRNBitForCausalLM, ids: torch.Tensor) -> torch.Tensor:
     return torch.stack(steps, dim=1)
 
 
-@settings(max_examples=12)
+@settings(max_examples=12, phases=NO_EXPLAIN)
 @given(
     d=st.sampled_from([8, 16, 24, 32]),
     layers=st.integers(1, 3),
@@ -169,7 +173,7 @@ def test_split_prefill_continues_state() -> None:
 # ------------------------------------------------------------------------------------------ padding
 
 
-@settings(max_examples=10)
+@settings(max_examples=10, phases=NO_EXPLAIN)
 @given(lengths=st.lists(st.integers(1, 9), min_size=2, max_size=4), seed=st.integers(0, 1000))
 def test_left_padded_batch_equals_rows_alone(lengths: list[int], seed: int) -> None:
     model = random_model(tiny_config(24, 2, 32, 50), seed)

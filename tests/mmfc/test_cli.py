@@ -109,7 +109,7 @@ def test_help_names_every_preset(capsys: pytest.CaptureFixture[str]) -> None:
 @pytest.mark.parametrize(
     "preset, params, mb_2bit, mb_base3, mb_embedding",
     [
-        # exact parameter counts and packed sizes (MB, rounded) from model-spec.md
+        # exact parameter counts and packed sizes (MB, rounded) from docs/model.md
         ("370m", "374,108,160", 85, 68, 66),
         ("1.3b", "1,364,779,008", 325, 260, 131),
         ("2.7b", "2,702,357,504", 655, 524, 164),

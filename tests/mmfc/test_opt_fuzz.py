@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 
 from mmfc.cli import main
@@ -141,40 +141,51 @@ def run_in_process(argv: list[str], stdin: str) -> tuple[int, str, str, float]:
 # ---------------------------------------------------------------------------------------- mutations
 
 
-def _splice(parts: list[str], draw: st.DrawFn) -> list[str]:
+KINDS = ["char", "token", "line", "insert", "truncate"]
+ACTIONS = ["delete", "duplicate", "swap"]
+#: one mutation: (kind, action, i, j); i and j pick places modulo the text's length when applied
+Mutation = tuple[str, str, int, int]
+
+
+def mutations(seeds: list[Seed]) -> st.SearchStrategy[tuple[int, list[Mutation]]]:
+    """A seed's index and 1-4 mutations, drawn as plain values (no text): a failing example is a short
+    line, and the mutated text is built by :func:`mutated` inside the test."""
+    one = st.tuples(st.sampled_from(KINDS), st.sampled_from(ACTIONS), st.integers(0, 2**16), st.integers(0, 2**16))
+    return st.tuples(st.integers(0, len(seeds) - 1), st.lists(one, min_size=1, max_size=4))
+
+
+def _splice(parts: list[str], action: str, i: int, j: int) -> list[str]:
     """Delete, duplicate or swap one element of ``parts`` (characters, tokens or lines)."""
     if not parts:
         return parts
-    i = draw(st.integers(0, len(parts) - 1))
-    action = draw(st.sampled_from(["delete", "duplicate", "swap"]))
+    i %= len(parts)
     if action == "delete":
         return parts[:i] + parts[i + 1 :]
     if action == "duplicate":
         return parts[: i + 1] + parts[i:]
-    j = draw(st.integers(0, len(parts) - 1))
+    j %= len(parts)
     parts = list(parts)
     parts[i], parts[j] = parts[j], parts[i]
     return parts
 
 
-@st.composite
-def mutated(draw: st.DrawFn, seeds: list[Seed]) -> tuple[Seed, str]:
-    """A seed and its text after 1-4 mutations."""
-    seed = draw(st.sampled_from(seeds))
+def mutated(seeds: list[Seed], case: tuple[int, list[Mutation]]) -> tuple[Seed, str]:
+    """The seed ``case`` names and its text after the mutations."""
+    index, changes = case
+    seed = seeds[index]
     text = seed.text
-    for _ in range(draw(st.integers(1, 4))):
-        kind = draw(st.sampled_from(["char", "token", "line", "insert", "truncate"]))
+    for kind, action, i, j in changes:
         if kind == "char":
-            text = "".join(_splice(list(text), draw))
+            text = "".join(_splice(list(text), action, i, j))
         elif kind == "token":
-            text = "".join(_splice(TOKEN.findall(text), draw))
+            text = "".join(_splice(TOKEN.findall(text), action, i, j))
         elif kind == "line":
-            text = "".join(_splice(text.splitlines(keepends=True), draw))
+            text = "".join(_splice(text.splitlines(keepends=True), action, i, j))
         elif kind == "insert":
-            i = draw(st.integers(0, len(text)))
-            text = text[:i] + draw(st.sampled_from(PUNCTUATION)) + text[i:]
+            at = i % (len(text) + 1)
+            text = text[:at] + PUNCTUATION[j % len(PUNCTUATION)] + text[at:]
         else:
-            text = text[: draw(st.integers(0, len(text)))]
+            text = text[: i % (len(text) + 1)]
     return seed, text
 
 
@@ -209,9 +220,10 @@ def test_unmutated_seeds(seed: Seed) -> None:
 
 
 @settings(max_examples=100, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-@given(mutated(SEEDS))
-def test_mutated_inputs_in_process(case: tuple[Seed, str]) -> None:
-    seed, text = case
+@given(mutations(SEEDS))
+def test_mutated_inputs_in_process(case: tuple[int, list[Mutation]]) -> None:
+    seed, text = mutated(SEEDS, case)
+    note(f"seed {seed.name}, mutated text:\n{text}")
     rc, out, err, seconds = run_in_process(_argv(seed), text)
     check_outcome(seed, text, rc, out, err, seconds)
 
@@ -222,9 +234,10 @@ def _mmfc_command() -> list[str]:
 
 
 @settings(max_examples=5, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-@given(mutated(SEEDS))
-def test_mutated_inputs_through_the_script(case: tuple[Seed, str]) -> None:
-    seed, text = case
+@given(mutations(SEEDS))
+def test_mutated_inputs_through_the_script(case: tuple[int, list[Mutation]]) -> None:
+    seed, text = mutated(SEEDS, case)
+    note(f"seed {seed.name}, mutated text:\n{text}")
     start = time.monotonic()
     proc = subprocess.run(
         _mmfc_command() + _argv(seed), input=text, capture_output=True, text=True, timeout=120, check=False
@@ -240,13 +253,22 @@ def test_mutated_inputs_through_the_script(case: tuple[Seed, str]) -> None:
 def test_the_fuzzer_finds_both_outcomes() -> None:
     """Guard against a fuzzer that only ever makes valid (or only invalid) input: mutations of the
     built-in seeds include some that ``mmfc opt`` rejects and some, changed, that it accepts."""
-    from hypothesis import find
-
-    def exit_code(case: tuple[Seed, str]) -> int:
-        seed, text = case
-        return run_in_process(_argv(seed), text)[0]
+    from hypothesis import Phase, find
 
     builtin = SEEDS[: len(BUILTIN_SEEDS)]
-    assert exit_code(find(mutated(builtin), lambda case: exit_code(case) == 2)) == 2
-    accepted = find(mutated(builtin), lambda case: case[1] != case[0].text and exit_code(case) == 0)
-    assert exit_code(accepted) == 0 and accepted[1] != accepted[0].text
+    found_is_enough = settings(phases=[Phase.generate], max_examples=1000)  # an example, not the smallest
+
+    def exit_code(case: tuple[int, list[Mutation]]) -> int:
+        seed, text = mutated(builtin, case)
+        return run_in_process(_argv(seed), text)[0]
+
+    def changed(case: tuple[int, list[Mutation]]) -> bool:
+        seed, text = mutated(builtin, case)
+        return text != seed.text
+
+    rejected = find(mutations(builtin), lambda case: exit_code(case) == 2, settings=found_is_enough)
+    assert exit_code(rejected) == 2
+    accepted = find(
+        mutations(builtin), lambda case: changed(case) and exit_code(case) == 0, settings=found_is_enough
+    )
+    assert exit_code(accepted) == 0 and changed(accepted)

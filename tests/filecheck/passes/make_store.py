@@ -24,11 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
+from mmfc.dialects import dtypes
 from mmfc.dialects import numerics as nm
 from mmfc.dialects import weights as W
-
-#: DTYPE of a SPEC -> the numpy dtype written (bf16: float32 first, then cut to the high halves)
-_NUMPY_FLOATS = {"f32": np.float32, "bf16": np.float32, "f16": np.float16, "f64": np.float64}
 
 
 def _values(kind: str, name: str, shape: tuple[int, ...]) -> np.ndarray:
@@ -59,9 +57,8 @@ def _bf16_file(path: Path, tensors: dict[str, np.ndarray]) -> None:
             spec = {**spec, "dtype": "BF16"}
         converted[name] = (spec, raw)
     # largest item size first, as the store writes them, so that every tensor stays aligned
-    sizes = {"F64": 8, "I64": 8, "F32": 4, "I32": 4, "F16": 2, "BF16": 2}
     chunks, offset = [], 0
-    for name in sorted(converted, key=lambda k: (-sizes.get(str(converted[k][0]["dtype"]), 1), k)):
+    for name in sorted(converted, key=lambda k: (-dtypes.by_name(str(converted[k][0]["dtype"])).itemsize, k)):
         spec, raw = converted[name]
         out_header[name] = {**spec, "data_offsets": [offset, offset + len(raw)]}
         chunks.append(raw)
@@ -80,7 +77,8 @@ def write(out: str, specs: list[str]) -> None:
         shape = tuple(int(d) for d in dims.split("x")) if dims else ()
         values = _values(kind, name, shape)
         if kind in ("float", "ternary"):
-            values = values.astype(_NUMPY_FLOATS[dtype])
+            # the dtype a store reads it as (bf16: float32 first, then cut to the high halves)
+            values = values.astype(dtypes.by_name(dtype).read_as)
             if dtype == "bf16":
                 bf16[name] = values
         tensors[name] = values
