@@ -82,10 +82,18 @@ def add_sweep_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
 # ------------------------------------------------------------------------------------------ compiling
 
 
-def _compiled(args: argparse.Namespace) -> tuple[Any, Any, Any, dict[str, Any] | None, str]:
-    """``(fused module, store, accelerator, config, model name)`` of the command's model."""
+#: the fusion passes of -O2, for IR whose weights are only shapes (timing needs no values)
+SHAPES_PIPELINE = "fuse-bitlinear,fuse-recurrence,fuse-glu,canonicalize,cse,dce"
+
+
+def _compiled(args: argparse.Namespace, shapes_only: bool = False) -> tuple[Any, Any, Any, dict[str, Any] | None, str]:
+    """``(fused module, store, accelerator, config, model name)`` of the command's model.
+
+    ``shapes_only`` (timing without values, and no ``skip_zeros``): a checkpoint or preset is built
+    from its config alone, its weights referenced as trits and never read (timing depends on shapes
+    only, and the accelerator's format sets the bytes), which makes a 2.7B model instant to set up."""
     from mmfc.dialects.arch import load_arch
-    from mmfc.source import source_from_args
+    from mmfc.source import load_config, source_from_args
 
     source = source_from_args(args, allow=("checkpoint", "preset", "artifact"))
     if source.kind == "artifact":
@@ -94,9 +102,17 @@ def _compiled(args: argparse.Namespace) -> tuple[Any, Any, Any, dict[str, Any] |
         art = load_artifact(source.path)  # type: ignore[arg-type]
         spec = args.arch or (art.target_options.get("arch") if art.target == "sim" else None)
         return art.module, art.store, load_arch(spec), art.config, str(source.path)
+    arch = load_arch(args.arch)
+    if shapes_only and not arch.tacc.skip_zeros:
+        from mmfc.api import run_pipeline
+        from mmfc.dialects.builder import WeightForm, build_model
+
+        config = load_config(source)
+        module = build_model(config, WeightForm.TRITS, store="(weights not read)")
+        run_pipeline(module, SHAPES_PIPELINE)
+        return module, None, arch, config.to_dict(), str(source)
     from mmfc.api import _compile
 
-    arch = load_arch(args.arch)
     c = _compile(source, "sim", "-O2", getattr(args, "init_seed", 0), {"arch": arch.to_dict()})
     return c.module, c.store, arch, c.imported.config, str(source)
 
@@ -127,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.batch < 1:
         raise UserError("--batch must be >= 1")
-    module, store, arch, config, model_name = _compiled(args)
+    module, store, arch, config, model_name = _compiled(args, shapes_only=args.timing_only)
     if args.trace:
         _check_writable(Path(args.trace))
     programs = lower_module(module, arch)
@@ -248,9 +264,10 @@ def run_sweep(args: argparse.Namespace) -> int:
     elif args.address:
         raise UserError("--address is for --executor ray")
     args.arch = args.arch or base.name
-    module, store, _, _, model_name = _compiled(args)
+    skip_zeros = True in sets.get("tacc.skip_zeros", []) or base.tacc.skip_zeros
+    module, store, _, _, model_name = _compiled(args, shapes_only=not skip_zeros)
     job = SweepJob(str(module), base.to_dict(), args.tokens, args.prompt_len, max(args.batch, 1),
-                   _nonzero_cumsum(module, store) if True in sets.get("tacc.skip_zeros", []) or base.tacc.skip_zeros else {})
+                   _nonzero_cumsum(module, store) if skip_zeros and store is not None else {})
     pts = points(sets)
     executor = RayExecutor(args.address, args.workers) if args.executor == "ray" else LocalExecutor(args.workers)
     start = time.perf_counter()
