@@ -75,9 +75,10 @@ class LowerToAccel(ModulePass):
 
 
 def has_time_axis(fn: func.FuncOp) -> bool:
-    """Whether a function's rows have a time axis: its first argument (token ids) is ``[B, T]``."""
+    """Whether a function's rows have a time axis: its first argument (token ids ``[B, T]``) has two
+    dynamic dims."""
     inputs = fn.function_type.inputs.data
-    return bool(inputs) and isinstance(inputs[0], TensorType) and len(inputs[0].get_shape()) >= 2
+    return bool(inputs) and isinstance(inputs[0], TensorType) and sum(d == T.DYN for d in inputs[0].get_shape()) >= 2
 
 
 def design_rows(fn: func.FuncOp, batch: int, prompt_len: int) -> tuple[int, int]:
