@@ -119,10 +119,7 @@ class SimRunner(Runner):
             args.append(v)
         writer = DumpWriter(dump_dir) if dump_dir is not None else None
         results = self._run_function(fn, args, writer)
-        shape = np.shape(args[0]) if args else ()
-        batch = int(shape[0]) if len(shape) >= 1 else 1
-        seq = int(np.prod(shape[1:])) if len(shape) >= 2 else 1
-        self.simulate(entry, batch, seq)
+        self.simulate(entry, *rows_of(types[0] if types else None, np.shape(args[0]) if args else ()))
         return [as_output(r) for r in results]
 
     def _run_function(self, fn: func.FuncOp, args: list[Any], writer: DumpWriter | None) -> list[Any]:
@@ -254,6 +251,17 @@ class SimRunner(Runner):
         return tuple(results), body_values
 
 
+def rows_of(t: Any, shape: tuple[int, ...]) -> tuple[int, int]:
+    """``(batch, seq)`` of a call from its first argument: ``[B, T]`` token ids (two dynamic dims)
+    are B sequences of T tokens, anything else B rows of one step."""
+    from xdsl.dialects.builtin import TensorType
+
+    dynamic = sum(d == T.DYN for d in t.get_shape()) if isinstance(t, TensorType) else 0
+    batch = int(shape[0]) if len(shape) >= 1 else 1
+    seq = int(shape[1]) if dynamic >= 2 and len(shape) >= 2 else 1
+    return batch, seq
+
+
 def _place(
     whole: dict[SSAValue, np.ndarray], r: SSAValue, value: Any, axes: tuple[int | None, ...], bounds: T.Bounds,
     extents: tuple[int, ...], write: bool,
@@ -285,4 +293,4 @@ def _check_ids(op: T.EmbeddingOp, operands: list[Any]) -> None:
         raise UserError(f"ternary.embedding: token id {int(bad)} is out of range [0, {v})")
 
 
-__all__ = ["SimRunner"]
+__all__ = ["SimRunner", "rows_of"]
