@@ -204,6 +204,8 @@ class RayExecutor:
         started = False
         if not ray.is_initialized():
             kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "logging_level": "ERROR"}
+            if self.address:
+                _check_reachable(self.address)
             try:
                 if self.address:
                     ray.init(address=self.address, **kwargs)
@@ -229,6 +231,19 @@ class RayExecutor:
         finally:
             if started:
                 ray.shutdown()
+
+
+def _check_reachable(address: str) -> None:
+    """Fail in one line, at once, when nothing listens at ``HOST:PORT`` (Ray itself retries for
+    minutes)."""
+    import socket
+
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=3):
+            return
+    except (OSError, ValueError) as exc:
+        raise UserError(f"--executor ray: cannot connect to Ray at {address}: {exc}") from None
 
 
 # --------------------------------------------------------------------------------------------------
