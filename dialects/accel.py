@@ -33,6 +33,7 @@ instructions convert to its compact :class:`~mmfc.dialects.accel_schedule.Instr`
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 from xdsl.dialects.builtin import (
@@ -73,8 +74,9 @@ class TokenType(ParametrizedAttribute, TypeAttribute):
     name = "accel.token"
 
 
+@functools.lru_cache(maxsize=4096)
 def _int(value: int) -> IntegerAttr:
-    return IntegerAttr(value, i64)
+    return IntegerAttr(value, i64)  # attributes are immutable: one object per value
 
 
 def _ints(values: Sequence[int]) -> DenseArrayBase:

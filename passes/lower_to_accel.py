@@ -90,6 +90,13 @@ def design_rows(fn: func.FuncOp, batch: int, prompt_len: int) -> tuple[int, int]
 
 def lower_function(fn: func.FuncOp, arch: Accelerator, arch_name: str, batch: int, prompt_len: int) -> Operation:
     """The ``accel.program`` of ``fn`` (module docstring)."""
+    _, seq = design_rows(fn, batch, prompt_len)
+    return build_program(fn.sym_name.data, arch_name, batch, seq, plan_function(fn, arch, batch, prompt_len))
+
+
+def plan_function(fn: func.FuncOp, arch: Accelerator, batch: int, prompt_len: int) -> list[GroupPlan]:
+    """The groups of ``fn`` in order, as compact plans (what :func:`lower_function` prints as IR, and
+    what the simulator runs: building the IR is skipped where nobody reads it)."""
     rows, seq = design_rows(fn, batch, prompt_len)
     row_dims = 2 if has_time_axis(fn) else 1
     symbols: dict[SSAValue, str] = {}
@@ -113,7 +120,7 @@ def lower_function(fn: func.FuncOp, arch: Accelerator, arch_name: str, batch: in
             groups.append(shape.plan(chosen[key], arch.weight_format, buffers(arch), arch.sram.capacity_bytes))
             continue
         raise OpError(op, f"the accel lowering runs fused IR: {op.name} at function level (compile with -O2)")
-    return build_program(fn.sym_name.data, arch_name, batch, seq, groups)
+    return groups
 
 
 def buffers(arch: Accelerator) -> int:
@@ -209,4 +216,4 @@ def embedding_group(op: T.EmbeddingOp, index: int, symbols: dict[SSAValue, str])
     return GroupPlan("embedding", index, -1, 1, row_in + row_out, 1 << 40, instrs)
 
 
-__all__ = ["MIN_TILE_ROWS", "LowerToAccel", "candidates", "choose_tile_rows", "design_rows", "has_time_axis", "lower_function", "signature"]
+__all__ = ["MIN_TILE_ROWS", "LowerToAccel", "candidates", "choose_tile_rows", "design_rows", "has_time_axis", "lower_function", "plan_function", "signature"]

@@ -110,19 +110,13 @@ def run_point(job: SweepJob, point: Mapping[str, Any]) -> dict[str, Any]:
 
     from mmfc.backends.sim.engine import Engine
     from mmfc.backends.sim.report import summarize
-    from mmfc.dialects.accel import group_plan
-    from mmfc.passes.lower_to_accel import lower_function
+    from mmfc.passes.lower_to_accel import plan_function
 
     row: dict[str, Any] = dict(point)
     try:
         arch = parse_arch(job.base, where="--arch").with_values(point)
-        programs = {}
-        for f in _module(job).ops:
-            if isinstance(f, func.FuncOp):
-                program = lower_function(f, arch, arch.name, job.batch, max(job.prompt_len, 1))
-                from mmfc.dialects.accel import group_plan
-
-                programs[f.sym_name.data] = [group_plan(g) for g in program.groups()]  # type: ignore[attr-defined]
+        programs = {f.sym_name.data: plan_function(f, arch, job.batch, max(job.prompt_len, 1))
+                    for f in _module(job).ops if isinstance(f, func.FuncOp)}
         nonzeros = None
         if arch.tacc.skip_zeros and job.nonzero_cumsum:
             cums = job.nonzero_cumsum

@@ -117,10 +117,14 @@ def lower_programs(module: ModuleOp, arch: Accelerator) -> list[Any]:
 
 
 def lower_module(module: ModuleOp, arch: Accelerator) -> dict[str, list[Any]]:
-    """Function name -> its group plans on ``arch`` (what a :class:`SimRunner` runs)."""
-    from mmfc.dialects.accel import group_plan
+    """Function name -> its group plans on ``arch`` (what a :class:`SimRunner` runs; the same plans
+    :func:`lower_programs` prints, without building their IR)."""
+    from xdsl.dialects import func
 
-    return {p.sym_name.data: [group_plan(g) for g in p.groups()] for p in lower_programs(module, arch)}
+    from mmfc.passes.lower_to_accel import plan_function
+
+    return {f.sym_name.data: plan_function(f, arch, DESIGN_BATCH, DESIGN_PROMPT_LEN) for f in module.ops
+            if isinstance(f, func.FuncOp) and not f.is_declaration}
 
 
 def read_program(folder: Path) -> tuple[Accelerator, dict[str, list[Any]]]:
