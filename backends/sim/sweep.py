@@ -110,7 +110,7 @@ def run_point(job: SweepJob, point: Mapping[str, Any]) -> dict[str, Any]:
 
     from mmfc.backends.sim.engine import Engine
     from mmfc.backends.sim.report import summarize
-    from mmfc.passes.lower_to_accel import plan_function
+    from mmfc.dialects.accel_lowering import plan_function
 
     row: dict[str, Any] = dict(point)
     try:

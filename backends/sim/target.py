@@ -110,7 +110,7 @@ def lower_programs(module: ModuleOp, arch: Accelerator) -> list[Any]:
     """The ``accel.program`` of every function of ``module`` (``lower-to-accel`` at the design point)."""
     from xdsl.dialects import func
 
-    from mmfc.passes.lower_to_accel import lower_function
+    from mmfc.dialects.accel_lowering import lower_function
 
     return [lower_function(f, arch, arch.name, DESIGN_BATCH, DESIGN_PROMPT_LEN) for f in module.ops
             if isinstance(f, func.FuncOp) and not f.is_declaration]
@@ -121,7 +121,7 @@ def lower_module(module: ModuleOp, arch: Accelerator) -> dict[str, list[Any]]:
     :func:`lower_programs` prints, without building their IR)."""
     from xdsl.dialects import func
 
-    from mmfc.passes.lower_to_accel import plan_function
+    from mmfc.dialects.accel_lowering import plan_function
 
     return {f.sym_name.data: plan_function(f, arch, DESIGN_BATCH, DESIGN_PROMPT_LEN) for f in module.ops
             if isinstance(f, func.FuncOp) and not f.is_declaration}

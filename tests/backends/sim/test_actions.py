@@ -16,7 +16,7 @@ from mmfc.dialects.accel import group_plan
 from mmfc.dialects.arch import load_arch
 from mmfc.dialects.context import mmfc_context
 from mmfc.dialects.source import parse_module
-from mmfc.passes.lower_to_accel import lower_function
+from mmfc.dialects.accel_lowering import lower_function
 
 BITLINEAR = """
 func.func @decode_step(%x: tensor<?xKxf32>) -> tensor<?xNxf32> {
