@@ -122,7 +122,9 @@ class KernelShape:
             if isinstance(v.type, T.PackedType | T.TritsType):
                 sym = weight_symbols.get(v)
                 if sym is None:
-                    raise OpError(kernel, f"kernel {label}: operand {i} is a ternary weight that is not read by ternary.weight")
+                    raise OpError(
+                        kernel, f"kernel {label}: operand {i} is a ternary weight that is not read by ternary.weight"
+                    )
                 weights[i] = sym
         shape = cls(kernel, label, index, weights)
         splits = T.body_splits(kernel)
@@ -133,13 +135,17 @@ class KernelShape:
             if isinstance(op, T.AccumOp):
                 i = arg_index.get(op.weight)
                 if i is None or i not in weights:
-                    raise OpError(op, f"kernel {label}: the accel lowering needs each accumulate's weight to be a kernel operand")
+                    raise OpError(
+                        op, f"kernel {label}: the accel lowering needs each accumulate's weight to be a kernel operand"
+                    )
                 axes.add(kernel.input_tiles.data[i].axes()[0])
                 shape.accum_k[weights[i]] = T.shape_of(kernel.inputs[i].type)[1]
                 shape.n_rows = T.shape_of(kernel.inputs[i].type)[0]
         if axes:
             if len(axes) > 1 or None in axes:
-                raise OpError(kernel, f"kernel {label}: the accel lowering needs every accumulate's weight rows split by one grid axis")
+                raise OpError(
+                    kernel, f"kernel {label}: the accel lowering needs every accumulate's weight rows split by one grid axis"
+                )
             shape.stream_axis = axes.pop()  # type: ignore[assignment]
         g = shape.stream_axis
         varies: dict[SSAValue, bool] = {}

@@ -485,7 +485,8 @@ def load_preset(name: str) -> Accelerator:
     """The installed preset ``name``; unknown names list the installed ones."""
     found = installed_accelerators()
     if name not in found:
-        raise ArchError(f"unknown accelerator {name!r} (presets: {', '.join(sorted(found)) or 'none'}; or give a .toml file)")
+        presets = ", ".join(sorted(found)) or "none"
+        raise ArchError(f"unknown accelerator {name!r} (presets: {presets}; or give a .toml file)")
     ep = found[name]
     where = f"preset {name}"
     try:
