@@ -100,8 +100,13 @@ def _compiled(args: argparse.Namespace, shapes_only: bool = False) -> tuple[Any,
         from mmfc.artifact import load_artifact
 
         art = load_artifact(source.path)  # type: ignore[arg-type]
-        spec = args.arch or (art.target_options.get("arch") if art.target == "sim" else None)
-        return art.module, art.store, load_arch(spec), art.config, str(source.path)
+        if args.arch is None and art.target == "sim":  # the machine it was compiled for, as resolved then
+            from mmfc.backends.sim.target import ARCH_FILE
+            from mmfc.dialects.arch import parse_arch
+
+            arch = parse_arch(json.loads((art.path / ARCH_FILE).read_text()), where=str(art.path / ARCH_FILE))
+            return art.module, art.store, arch, art.config, str(source.path)
+        return art.module, art.store, load_arch(args.arch), art.config, str(source.path)
     arch = load_arch(args.arch)
     if shapes_only and not arch.tacc.skip_zeros:
         from mmfc.api import run_pipeline

@@ -147,3 +147,20 @@ def test_tereffic_prediction_is_reported_next_to_the_published_rate() -> None:
 def test_the_cli_stays_light() -> None:
     code = "import sys, mmfc.cli; mmfc.cli.build_parser(); assert not {'ray', 'matplotlib', 'torch'} & set(sys.modules)"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_sim_runs_an_artifact_on_its_own_accelerator(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The artifact carries its resolved description: the .toml it was compiled from may be gone."""
+    from mmfc.dialects.accelerators import ASIC
+
+    mine = tmp_path / "mine.toml"
+    mine.write_text(Path(ASIC).read_text().replace('name = "asic"', 'name = "mine"').replace("lanes = 16384", "lanes = 512"))
+    rc, _, err = run_cli(["compile", "--preset", "tiny", "--target", "sim", "--arch", str(mine), "-o", str(tmp_path / "m.sim")], capsys)
+    assert rc == 0, err
+    mine.unlink()
+    rc, out, err = run_cli(["sim", str(tmp_path / "m.sim"), "--tokens", "2", "--json"], capsys)
+    assert rc == 0, err
+    report = json.loads(out)
+    assert report["arch"]["name"] == "mine" and report["arch"]["tacc"]["lanes"] == 512
+    rc, out, err = run_cli(["sim", str(tmp_path / "m.sim"), "--arch", "edge-fpga", "--tokens", "2", "--json"], capsys)
+    assert rc == 0 and json.loads(out)["arch"]["name"] == "edge-fpga"
