@@ -395,7 +395,7 @@ def plan_function(fn: func.FuncOp, arch: Accelerator, batch: int, prompt_len: in
         if isinstance(op, _FREE) or isinstance(op, func.ReturnOp):
             continue
         if isinstance(op, T.EmbeddingOp):
-            groups.append(embedding_group(op, len(groups), symbols))
+            groups.append(embedding_group(op, len(groups), arch.sram.capacity_bytes))
             continue
         if isinstance(op, T.KernelOp):
             shape = KernelShape.analyse(op, len(groups), symbols, row_dims)
@@ -489,7 +489,7 @@ def check_accumulators(shape: KernelShape, arch: Accelerator) -> None:
             )
 
 
-def embedding_group(op: T.EmbeddingOp, index: int, symbols: dict[SSAValue, str]) -> GroupPlan:
+def embedding_group(op: T.EmbeddingOp, index: int, sram_capacity: int) -> GroupPlan:
     """A gather: one table row per activation row in, the f32 row out."""
     table = op.operands[0]
     d = T.shape_of(table.type)[-1]
@@ -499,7 +499,7 @@ def embedding_group(op: T.EmbeddingOp, index: int, symbols: dict[SSAValue, str])
         Instr("dma_in", what="table", bytes_per_row=row_in),
         Instr("dma_out", (0,), what="act", bytes_per_row=row_out),
     )
-    return GroupPlan("embedding", index, -1, 1, row_in + row_out, 1 << 40, instrs)
+    return GroupPlan("embedding", index, -1, 1, row_in + row_out, sram_capacity, instrs)
 
 
 __all__ = [
