@@ -164,3 +164,21 @@ def test_sim_runs_an_artifact_on_its_own_accelerator(tmp_path: Path, capsys: pyt
     assert report["arch"]["name"] == "mine" and report["arch"]["tacc"]["lanes"] == 512
     rc, out, err = run_cli(["sim", str(tmp_path / "m.sim"), "--arch", "edge-fpga", "--tokens", "2", "--json"], capsys)
     assert rc == 0 and json.loads(out)["arch"]["name"] == "edge-fpga"
+
+
+@pytest.mark.parametrize(
+    "old,new,message",
+    [
+        ("accumulator_bits = 32", "accumulator_bits = 12", "tacc.accumulator_bits: 12 cannot hold the sums of kernel"),
+        ("capacity_bytes = 2097152", "capacity_bytes = 3000", "sram.capacity_bytes: 3000 is too small for kernel"),
+    ],
+)
+def test_designs_that_cannot_run_the_model_say_which_key(
+    old: str, new: str, message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from mmfc.dialects.accelerators import EDGE_FPGA
+
+    arch = tmp_path / "small.toml"
+    arch.write_text(Path(EDGE_FPGA).read_text().replace(old, new))
+    rc, out, err = run_cli(["sim", "--preset", "tiny", "--arch", str(arch), "--timing-only"], capsys)
+    assert rc == 2 and message in err and str(arch) in err and err.count("\n") == 1 and out == ""
