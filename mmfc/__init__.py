@@ -6,8 +6,10 @@ module-level ``__getattr__`` below, so that plain ``xdsl-opt`` can import the di
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing import Any
 
 __version__ = "0.1.0"
 
@@ -15,6 +17,8 @@ _LAZY_SUBMODULES = {"models", "cli"}
 
 
 def __getattr__(name: str) -> Any:
+    import importlib
+
     if name in _LAZY_SUBMODULES:
         return importlib.import_module(f"mmfc.{name}")
     if name in ("compile", "load", "CompiledModel"):

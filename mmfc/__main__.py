@@ -1,3 +1,3 @@
-from mmfc.cli import main
+from mmfc.console import main
 
 raise SystemExit(main())

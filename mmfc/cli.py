@@ -32,6 +32,7 @@ SUBCOMMANDS: dict[str, str] = {
 NESTED: dict[tuple[str, str], str] = {("sim", "sweep"): "sim-sweep"}
 
 EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -59,6 +60,18 @@ def build_parser() -> ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one ``mmfc`` command; returns the exit code. Ctrl-C at any point, while the parser is
+    built (imports) as much as while a command runs, is one line and exit code 130."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt as exc:
+        # by name: an interrupt may land in the middle of importing the module that defines it
+        detail = f"; {exc}" if type(exc).__name__ == "InterruptedAfterCommit" else ""
+        sys.stderr.write(f"mmfc: interrupted{detail}\n")
+        return EXIT_INTERRUPTED
+
+
+def _main(argv: Sequence[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if len(argv) >= 2 and (argv[0], argv[1]) in NESTED:
         argv = [NESTED[(argv[0], argv[1])], *argv[2:]]
@@ -72,9 +85,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as exc:
         sys.stderr.write(f"mmfc: error: {exc}\n")
         return EXIT_USER_ERROR
-    except KeyboardInterrupt:
-        sys.stderr.write("mmfc: interrupted\n")
-        return 130
     except BrokenPipeError:
         return 0
 

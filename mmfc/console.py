@@ -1,0 +1,33 @@
+"""The ``mmfc`` console script (``python -m mmfc`` too): Ctrl-C from the first instant is one line.
+
+Importing this module (only the console script and ``mmfc/__main__.py`` do) makes Ctrl-C be held
+while the CLI's own modules import; :func:`main` then stops holding it, and reports one that already
+arrived as ``mmfc: interrupted`` with exit code 130, as :func:`mmfc.cli.main` does for any later one.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+from typing import Any
+
+_held: list[int] = []
+
+
+def _hold(signum: int, frame: Any) -> None:
+    _held.append(signum)
+
+
+signal.signal(signal.SIGINT, _hold)
+
+
+def main() -> int:
+    """The ``mmfc`` command: :func:`mmfc.cli.main` on ``sys.argv``."""
+    try:
+        from mmfc.cli import EXIT_INTERRUPTED, main as cli_main
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if _held:
+        sys.stderr.write("mmfc: interrupted\n")
+        return EXIT_INTERRUPTED
+    return cli_main()
