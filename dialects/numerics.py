@@ -15,6 +15,8 @@ Shapes: activations are ``[..., K]`` (any leading batch/time dims), weights ``[N
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 
 F32 = np.float32
@@ -32,6 +34,10 @@ __all__ = [
     "residual_rmsnorm",
     "quant_act",
     "quant_weight",
+    "row_blocks",
+    "weight_abs_sum",
+    "weight_scale",
+    "ternarize",
     "weight_inv_scale",
     "looks_ternary",
     "accum",
@@ -47,6 +53,7 @@ __all__ = [
     "one_minus",
     "lower_bound",
     "apply_mask",
+    "check_mask",
     "forget_gate",
     "input_gate",
     "scan",
@@ -144,38 +151,88 @@ def quant_act(x_hat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return x_q, s_x.astype(F32)
 
 
+#: elements per block of :func:`row_blocks`: a block's temporaries stay in the CPU caches
+BLOCK_ELEMENTS = 1 << 18
+
+
+def row_blocks(shape: tuple[int, ...]) -> list[slice]:
+    """The blocks of leading-axis rows in which a tensor of ``shape`` is quantized, packed, checked
+    and streamed: about :data:`BLOCK_ELEMENTS` elements each (at least one row). A 0-d or 1-d
+    tensor is one block. The blocks are part of the semantics of :func:`weight_scale` (its float64
+    sum adds one partial sum per block, in order), so a reader streaming a tensor uses these."""
+    if len(shape) < 2:
+        return [slice(None)]
+    rows = shape[0]
+    row_size = max(1, int(np.prod(shape[1:], dtype=np.int64)))
+    step = max(1, BLOCK_ELEMENTS // row_size)
+    return [slice(start, min(start + step, rows)) for start in range(0, rows, step)] or [slice(0, 0)]
+
+
+def weight_abs_sum(block: np.ndarray) -> float:
+    """``sum |w|`` of one block of a float master, in float64 (exact per element; the partial sum of
+    :func:`weight_scale`). Non-finite when the block holds NaN or Inf."""
+    return float(np.abs(np.asarray(block, dtype=F32)).sum(dtype=np.float64))
+
+
+def weight_scale(abs_sum: float, count: int) -> np.float32:
+    """``weight_scale = max(mean|W|, 1e-5)`` (= 1/s_w) from ``sum |w|`` (the float64 sum of the
+    blocks' :func:`weight_abs_sum`, in :func:`row_blocks` order) over ``count`` elements, stored as
+    float32."""
+    mean_abs = abs_sum / count if count else 0.0
+    return F32(max(mean_abs, WEIGHT_SCALE_FLOOR))
+
+
+def ternarize(w: np.ndarray, weight_scale: np.floating | float) -> np.ndarray:
+    """Trits of (a block of) a float master: ``clamp(round_half_even(w * s_w), -1, 1)`` as int8, with
+    ``s_w = 1 / weight_scale`` in float32. Computed as ``(x > 0.5) - (x < -0.5)`` on ``x = w * s_w``,
+    which equals the clamped half-to-even rounding for every value but NaN (never quantized)."""
+    x = np.asarray(w, dtype=F32) * weight_inv_scale(weight_scale)
+    return (x > F32(0.5)).view(np.int8) - (x < F32(-0.5)).view(np.int8)
+
+
 def quant_weight(w: np.ndarray) -> tuple[np.ndarray, np.float32]:
     """Per-tensor absmean ternary quantization of a float master weight ``w[N, K]``.
 
     Returns ``(trits int8 [N, K] in {-1, 0, 1}, weight_scale float32 scalar)`` where
-    ``weight_scale = max(mean|W|, 1e-5)`` (mean summed in float64, stored as float32; it is 1/s_w)
-    and ``trits = clamp(round_half_even(W * s_w), -1, 1)`` with ``s_w = 1 / weight_scale`` in float32.
+    ``weight_scale = max(mean|W|, 1e-5)`` (mean summed in float64, one partial sum per block of
+    :func:`row_blocks`; stored as float32; it is 1/s_w) and
+    ``trits = clamp(round_half_even(W * s_w), -1, 1)`` with ``s_w = 1 / weight_scale`` in float32
+    (:func:`ternarize`).
 
     Not idempotent: quantizing trits again shrinks the scale by the fraction of non-zeros. Keep the
     returned scale with the trits; never call this on ternary data.
     """
     w32 = np.asarray(w, dtype=F32)
-    mean_abs = np.abs(w32.astype(np.float64)).mean() if w32.size else 0.0
-    weight_scale = F32(max(mean_abs, WEIGHT_SCALE_FLOOR))
-    s_w = weight_inv_scale(weight_scale)
-    trits = np.clip(round_half_even(w32 * s_w), -1, 1).astype(np.int8)
-    return trits, weight_scale
+    blocks = row_blocks(w32.shape)
+    scale = weight_scale(sum(weight_abs_sum(w32[b]) for b in blocks), w32.size)
+    trits = np.empty(w32.shape, np.int8)
+    for b in blocks:
+        trits[b] = ternarize(w32[b], scale)
+    return trits, scale
 
 
 #: how many leading values :func:`looks_ternary` checks before it looks at the whole tensor
 _TERNARY_SAMPLE = 4096
 
 
-def looks_ternary(master: np.ndarray) -> bool:
+def looks_ternary(master: np.ndarray | Iterable[np.ndarray]) -> bool:
     """True when a float tensor holds at most three distinct values: already-ternary weights, which
-    :func:`quant_weight` must not quantize again (its scale would shrink). A leading sample is checked
-    first, so a real float master is told apart without sorting all of it."""
-    flat = np.asarray(master).reshape(-1)
-    if flat.size == 0:
-        return False
-    if np.unique(flat[:_TERNARY_SAMPLE]).size > 3:
-        return False
-    return bool(np.unique(flat).size <= 3)
+    :func:`quant_weight` must not quantize again (its scale would shrink). ``master`` is the tensor,
+    or its blocks in order (a streamed tensor). A leading sample is checked first, so a real float
+    master is told apart without sorting all of it."""
+    blocks = [np.asarray(master)] if isinstance(master, np.ndarray) else master
+    seen: set[float] = set()
+    first = True
+    for block in blocks:
+        flat = np.asarray(block).reshape(-1)
+        if first and flat.size:
+            if np.unique(flat[:_TERNARY_SAMPLE]).size > 3:
+                return False
+            first = False
+        seen.update(np.unique(flat).tolist())
+        if len(seen) > 3:
+            return False
+    return not first
 
 
 def weight_inv_scale(weight_scale: np.floating | float) -> np.float32:
@@ -279,9 +336,20 @@ def lower_bound(x: np.ndarray, lb: np.ndarray) -> np.ndarray:
     return lb + (F32(1.0) - lb) * np.asarray(x, dtype=F32)
 
 
+def check_mask(mask: np.ndarray) -> np.ndarray:
+    """``mask`` if it holds only 0 (padding) and 1 (a token); else a ``ValueError`` naming a value
+    found (a mask is not a weighting: other values would scale the activations)."""
+    m = np.asarray(mask)
+    if m.size and not np.isin(m, (0, 1)).all():
+        bad = m[~np.isin(m, (0, 1))].reshape(-1)[0]
+        raise ValueError(f"attention mask values must be 0 (padding) or 1, found {bad.item()!r}")
+    return m
+
+
 def apply_mask(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Zero the rows of padded positions: ``x * float32(mask)[..., None]`` (``mask`` 0 at padding)."""
-    return np.asarray(x, dtype=F32) * np.asarray(mask, dtype=F32)[..., None]
+    """Zero the rows of padded positions: ``x * float32(mask)[..., None]`` (``mask`` 0 at padding, 1
+    elsewhere; any other value is a ``ValueError``, :func:`check_mask`)."""
+    return np.asarray(x, dtype=F32) * np.asarray(check_mask(mask), dtype=F32)[..., None]
 
 
 def forget_gate(f_tilde: np.ndarray, lb: np.ndarray) -> np.ndarray:
@@ -363,55 +431,94 @@ def _check_trits(trits: np.ndarray) -> np.ndarray:
     return t.astype(np.int8)
 
 
-def _padded(trits: np.ndarray, per: int) -> np.ndarray:
-    n, k = trits.shape
+def _codes_padded(codes: np.ndarray, per: int) -> np.ndarray:
+    """``codes [n, k]`` (uint8, one per trit; 0 encodes the trit 0 in both formats' digit sense below)
+    padded with ``pad`` columns to whole bytes and grouped ``[n, ceil(k/per), per]``."""
+    n, k = codes.shape
     kp = -(-k // per) * per
-    out = np.zeros((n, kp), np.int8)
-    out[:, :k] = trits
-    return out.reshape(n, kp // per, per)
+    if kp != k:
+        codes = np.concatenate([codes, np.zeros((n, kp - k), codes.dtype)], axis=1)
+    return codes.reshape(n, kp // per, per)
+
+
+def _pack_rows(trits: np.ndarray, fmt: str) -> np.ndarray:
+    """Pack checked int8 trits ``[N, K]`` block by block of :func:`row_blocks` (temporaries stay small)."""
+    n, k = trits.shape
+    out = np.empty((n, packed_row_bytes(k, fmt)), np.uint8)
+    for rows in row_blocks(trits.shape):
+        t = trits[rows]
+        if fmt == "2bit":
+            # codes: 0 -> 0b00, +1 -> 0b01, -1 -> 0b10; four per byte, lowest bits first
+            c = _codes_padded((t == 1).view(np.uint8) | ((t == -1).view(np.uint8) << np.uint8(1)), 4)
+            byte = c[..., 0] | (c[..., 1] << np.uint8(2))
+            byte |= c[..., 2] << np.uint8(4)
+            byte |= c[..., 3] << np.uint8(6)
+        else:
+            # digits t + 1 in 0..2; the pad is the trit 0 (digit 1), as unpacking drops it anyway
+            d = (t + np.int8(1)).view(np.uint8)
+            n_rows, k_rows = d.shape
+            kp = -(-k_rows // 5) * 5
+            if kp != k_rows:
+                d = np.concatenate([d, np.ones((n_rows, kp - k_rows), np.uint8)], axis=1)
+            d = d.reshape(n_rows, kp // 5, 5)
+            byte = d[..., 0] + np.uint8(3) * d[..., 1]
+            byte += np.uint8(9) * d[..., 2]
+            byte += np.uint8(27) * d[..., 3]
+            byte += np.uint8(81) * d[..., 4]
+        out[rows] = byte
+    return out
 
 
 def pack_2bit(trits: np.ndarray) -> np.ndarray:
     """Pack trits ``[N, K]`` into ``uint8 [N, ceil(K/4)]``: trit k in bits 2(k%4)..2(k%4)+1 of byte k//4,
-    codes 0 -> 0b00, +1 -> 0b01, -1 -> 0b10."""
-    t = _padded(_check_trits(trits), 4)
-    codes = np.where(t < 0, 2, t).astype(np.uint8)  # -1 -> 2, 0 -> 0, 1 -> 1
-    shifts = np.array([0, 2, 4, 6], np.uint8)
-    return np.bitwise_or.reduce(codes << shifts, axis=-1).astype(np.uint8)
+    codes 0 -> 0b00, +1 -> 0b01, -1 -> 0b10 (a row's padding is code 0)."""
+    return _pack_rows(_check_trits(trits), "2bit")
+
+
+def _unpack_table(fmt: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(trits int8 [256, per], valid bool [256])``: the trits each byte value holds, and whether a
+    packer can write that byte (2bit: no code 0b11; base3: at most 242)."""
+    values = np.arange(256, dtype=np.int32)
+    if fmt == "2bit":
+        codes = (values[:, None] >> np.array([0, 2, 4, 6])) & 3
+        trits = np.where(codes == 2, -1, codes)
+        valid = ~(codes == 3).any(axis=1)
+    else:
+        digits = (values[:, None] // np.array([1, 3, 9, 27, 81])) % 3
+        trits = digits - 1
+        valid = values <= 242
+    return np.where(valid[:, None], trits, 0).astype(np.int8), valid
+
+
+_UNPACK = {fmt: _unpack_table(fmt) for fmt in ("2bit", "base3")}
+
+
+def _unpack_rows(packed: np.ndarray, k: int, fmt: str) -> np.ndarray:
+    p = np.asarray(packed, dtype=np.uint8)
+    want = packed_row_bytes(k, fmt)
+    if p.ndim != 2 or p.shape[1] != want:
+        raise ValueError(f"unpack {fmt}: expected [N, {want}] bytes for K={k}, got {p.shape}")
+    table, valid = _UNPACK[fmt]
+    if p.size and not valid[p].all():
+        what = "invalid code 0b11" if fmt == "2bit" else "invalid byte value > 242"
+        raise ValueError(f"unpack {fmt}: {what} in packed weights")
+    return table[p].reshape(p.shape[0], -1)[:, :k]
 
 
 def unpack_2bit(packed: np.ndarray, k: int) -> np.ndarray:
     """Inverse of :func:`pack_2bit`; raises ``ValueError`` on the never-written code 0b11."""
-    p = np.asarray(packed, dtype=np.uint8)
-    if p.ndim != 2 or p.shape[1] != packed_row_bytes(k, "2bit"):
-        raise ValueError(f"unpack 2bit: expected [N, {packed_row_bytes(k, '2bit')}] bytes for K={k}, got {p.shape}")
-    codes = (p[..., None] >> np.array([0, 2, 4, 6], np.uint8)) & np.uint8(3)
-    if np.any(codes == 3):
-        raise ValueError("unpack 2bit: invalid code 0b11 in packed weights")
-    # int8 before the select: numpy >= 2.5 refuses a Python -1 next to a uint8 array (NEP 50)
-    codes = codes.astype(np.int8)
-    trits = np.where(codes == 2, np.int8(-1), codes)
-    return trits.reshape(p.shape[0], -1)[:, :k]
-
-
-_POW3 = np.array([1, 3, 9, 27, 81], np.int32)
+    return _unpack_rows(packed, k, "2bit")
 
 
 def pack_base3(trits: np.ndarray) -> np.ndarray:
-    """Pack trits ``[N, K]`` into ``uint8 [N, ceil(K/5)]``: byte j = sum_i (t_{5j+i} + 1) * 3^i."""
-    t = _padded(_check_trits(trits), 5).astype(np.int32) + 1
-    return (t * _POW3).sum(axis=-1).astype(np.uint8)
+    """Pack trits ``[N, K]`` into ``uint8 [N, ceil(K/5)]``: byte j = sum_i (t_{5j+i} + 1) * 3^i (a row's
+    padding is the trit 0)."""
+    return _pack_rows(_check_trits(trits), "base3")
 
 
 def unpack_base3(packed: np.ndarray, k: int) -> np.ndarray:
     """Inverse of :func:`pack_base3`; raises ``ValueError`` on bytes 243..255."""
-    p = np.asarray(packed, dtype=np.uint8)
-    if p.ndim != 2 or p.shape[1] != packed_row_bytes(k, "base3"):
-        raise ValueError(f"unpack base3: expected [N, {packed_row_bytes(k, 'base3')}] bytes for K={k}, got {p.shape}")
-    if p.size and p.max() > 242:
-        raise ValueError("unpack base3: invalid byte value > 242 in packed weights")
-    digits = (p.astype(np.int32)[..., None] // _POW3) % 3
-    return (digits - 1).astype(np.int8).reshape(p.shape[0], -1)[:, :k]
+    return _unpack_rows(packed, k, "base3")
 
 
 def pack(trits: np.ndarray, fmt: str) -> np.ndarray:

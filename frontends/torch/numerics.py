@@ -137,11 +137,19 @@ def forget_gate(f_tilde: torch.Tensor, lb: torch.Tensor) -> torch.Tensor:
     return lb + (1.0 - lb) * sigmoid(f_tilde)
 
 
+def check_mask(mask: torch.Tensor) -> torch.Tensor:
+    """``mask`` if it holds only 0 (padding) and 1; else the ``ValueError`` of ``numerics.check_mask``."""
+    if mask.numel() and not bool(((mask == 0) | (mask == 1)).all()):
+        bad = mask[(mask != 0) & (mask != 1)].reshape(-1)[0]
+        raise ValueError(f"attention mask values must be 0 (padding) or 1, found {bad.item()!r}")
+    return mask
+
+
 def input_gate(i: torch.Tensor, f: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-    """``SiLU(i) * (1 - f)``, zeroed where ``mask == 0``."""
+    """``SiLU(i) * (1 - f)``, zeroed where ``mask == 0`` (a mask of 0s and 1s: :func:`check_mask`)."""
     out = silu_mul(i, 1.0 - f.to(F32))
     if mask is not None:
-        out = out * mask.to(F32)[..., None]
+        out = out * check_mask(mask).to(F32)[..., None]
     return out
 
 
