@@ -61,14 +61,16 @@ array dtype with no safetensors code) raises ``TypeError``/``ValueError``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import mmap
 import os
 import struct
 import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Collection, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -76,8 +78,11 @@ import numpy as np
 from xdsl.dialects.builtin import ModuleOp, StringAttr
 
 from mmfc.dialects import dtypes
+from mmfc.dialects import numerics as nm
 from mmfc.dialects.diagnostics import UserError
-from mmfc.dialects.files import atomic_open
+from mmfc.dialects.files import AtomicFiles, atomic_files
+from mmfc.dialects.parallel import map_in_order
+from mmfc.dialects.progress import progress
 
 __all__ = [
     "STORE_ATTR",
@@ -117,6 +122,8 @@ BASE_KEY = "mmfc.base"
 
 CHECKPOINT_SINGLE = "model.safetensors"
 CHECKPOINT_INDEX = "model.safetensors.index.json"
+#: a pre-quantized checkpoint's ``X.weight_scale``: the float32 scale of the trits ``X.weight``
+SCALE_TENSOR_SUFFIX = ".weight_scale"
 
 # the safetensors library refuses bigger headers; so do we (a corrupt length would allocate GBs)
 _MAX_HEADER_BYTES = 100_000_000
@@ -170,8 +177,12 @@ def _code_of(dtype: np.dtype) -> str:
 
 def _bf16_to_f32(raw: np.ndarray) -> np.ndarray:
     """bfloat16 bit patterns (uint8 bytes, little-endian) -> float32: bf16 is the high half of f32."""
-    bits = raw.view("<u2").astype("<u4") << 16
-    return bits.view("<f4")
+    halves = raw.view("<u2")
+    out = np.empty(halves.shape, "<u4")
+    pairs = out.view("<u2").reshape(-1, 2)
+    pairs[:, 0] = 0
+    pairs[:, 1] = halves.reshape(-1)
+    return out.view("<f4")
 
 
 @dataclass(frozen=True)
@@ -208,7 +219,8 @@ class _SafetensorsFile:
                         f"{size}-byte file)"
                     )
                 header_bytes = f.read(header_len)
-                self._map = np.memmap(f, dtype=np.uint8, mode="r")
+                self._mmap = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+                self._map = np.frombuffer(self._mmap, dtype=np.uint8)
         except FileNotFoundError:
             raise StoreNotFoundError(f"{path}: weight store not found") from None
         except IsADirectoryError:
@@ -263,6 +275,20 @@ class _SafetensorsFile:
         """The tensor's bytes as a read-only uint8 view of the memory map (no copy)."""
         entry = self.entries[name]
         return self._map[entry.begin : entry.end]
+
+    def release(self, name: str) -> None:
+        """Drop the pages of ``name``'s bytes from this process (they stay in the OS page cache and
+        fault back in when touched again): reading a large checkpoint tensor by tensor then holds
+        one tensor's pages at a time, not the whole file's."""
+        advice = getattr(mmap, "MADV_DONTNEED", None)
+        entry = self.entries[name]
+        if advice is None or entry.end <= entry.begin:
+            return
+        start = entry.begin - entry.begin % mmap.PAGESIZE
+        try:
+            self._mmap.madvise(advice, start, entry.end - start)
+        except (OSError, ValueError):  # only a hint
+            pass
 
 
 def _info(entry: _Entry) -> TensorInfo:
@@ -368,6 +394,54 @@ class WeightStore(ABC):
     def __getitem__(self, name: str) -> np.ndarray:
         return self.get(name)
 
+    def blocks(self, name: str) -> Iterator[np.ndarray]:
+        """The tensor ``name`` as ``get`` returns it, in the blocks of leading-axis rows of
+        ``numerics.row_blocks`` (one block for a 0-d or 1-d tensor): a reader streaming a large
+        tensor holds one block at a time (a bf16 block is upcast on its own). Read-only arrays."""
+        return self._require(name)._own_blocks(name)
+
+    def release(self, name: str) -> None:
+        """A hint that the caller is done with ``name`` for now: a store reading a file drops the
+        tensor's pages from this process (so streaming a checkpoint holds one tensor's pages, not
+        the whole file's) and any upcast copy it caches. Reading it again works as before."""
+        owner = self._owner(name)
+        if owner is not None:
+            owner._own_release(name)
+
+    def packed_trits(self, name: str, fmt: str) -> np.ndarray:
+        """The int8 trits ``name`` (``[N, K]``) packed in ``fmt`` (``numerics.pack``): the bytes as
+        held when a layer keeps them packed in that format (no work), else packed block by block.
+        Raises ``ValueError`` when the tensor is not 2-D trits in {-1, 0, +1}."""
+        return self._require(name)._own_packed_trits(name, fmt)
+
+    # ---- reading by blocks (subclasses may do better)
+
+    def _own_blocks(self, name: str) -> Iterator[np.ndarray]:
+        array = self._own_get(name)
+        for rows in nm.row_blocks(array.shape):
+            yield array[rows]
+
+    def _own_release(self, name: str) -> None:
+        pass
+
+    def _own_nbytes(self, name: str) -> int:
+        info = self._own_info(name)
+        assert info is not None
+        return math.prod(info.shape) * _itemsize(info.stored)
+
+    def _own_packed_trits(self, name: str, fmt: str) -> np.ndarray:
+        info = self._own_info(name)
+        assert info is not None
+        if info.dtype != np.dtype(np.int8) or len(info.shape) != 2:
+            raise ValueError(f"{name}: expected int8 trits [N, K], got {info.stored} of shape {list(info.shape)}")
+        n, k = info.shape
+        out = np.empty((n, nm.packed_row_bytes(k, fmt)), np.uint8)
+        start = 0
+        for block in self._own_blocks(name):
+            out[start : start + block.shape[0]] = nm.pack(block, fmt)
+            start += block.shape[0]
+        return out
+
     # ---- writing
 
     def put(self, name: str, array: np.ndarray, *, copy: bool = True) -> None:
@@ -401,7 +475,12 @@ class WeightStore(ABC):
         return set()
 
     def save(
-        self, path: str | Path, *, standalone: bool = False, names: Iterable[str] | None = None
+        self,
+        path: str | Path,
+        *,
+        standalone: bool = False,
+        names: Iterable[str] | None = None,
+        files: AtomicFiles | None = None,
     ) -> FileStore:
         """Write this store to the safetensors file ``path`` atomically; return the store read back.
 
@@ -411,6 +490,13 @@ class WeightStore(ABC):
         every visible tensor, or only ``names``, copied into one file with no base. The parent
         directory must exist. Raises :class:`WeightStoreError` when ``path`` is a file this store
         reads (saving would mutate the input) and :class:`TensorNotFoundError` for an unknown name.
+
+        Tensors are streamed: each is produced (read from its file, or unpacked), written and
+        released in turn, several produced ahead on the worker threads (``dialects.parallel``), so
+        memory holds a few tensors, not the file. ``files``: write within that
+        :func:`~mmfc.dialects.files.atomic_files` block, so the file lands together with the block's
+        other files (the returned store reads the temporary file until then). The returned store's
+        ``sha256`` is the written file's checksum (hex).
         """
         target = Path(path)
         if os.path.realpath(target) in self._files():
@@ -421,11 +507,11 @@ class WeightStore(ABC):
         if names is not None and not standalone:
             raise ValueError("names= selects tensors of a standalone save only")
         metadata: dict[str, str] = {"format": "np"}
-        tensors: dict[str, tuple[str, tuple[int, ...], np.ndarray]] = {}
+        owners: dict[str, WeightStore] = {}
         if standalone:
             wanted = self.names() if names is None else list(dict.fromkeys(names))
             for name in wanted:
-                tensors[name] = self._require(name)._own_raw(name)
+                owners[name] = self._require(name)
         else:
             base: WeightStore | None = None
             for layer in self.layers():
@@ -433,12 +519,15 @@ class WeightStore(ABC):
                     base = layer
                     break
                 for name in layer._own_names():
-                    if name not in tensors:
-                        tensors[name] = layer._own_raw(name)
+                    owners.setdefault(name, layer)
             if base is not None:
                 metadata[BASE_KEY] = _relative_or_absolute(base.path, target.parent)  # type: ignore[arg-type]
-        _write_safetensors(target, tensors, metadata)
-        return FileStore(target)
+        written, digest = _write_safetensors(target, owners, metadata, files)
+        saved = FileStore(written)
+        if written != target:
+            saved._reads_for(target)
+        saved.sha256 = digest
+        return saved
 
     @staticmethod
     def open(path: str | Path, *, root: str | Path | None = None) -> WeightStore:
@@ -453,8 +542,11 @@ class MemoryStore(WeightStore):
     """A writable store of numpy arrays in memory, optionally layered over ``base``.
 
     ``put`` copies the array (``copy=False`` takes it as it is: the caller promises not to mutate it)
-    and keeps it read-only. A layer is a live view of its base; a pass never writes into its input,
-    so the base does not change under it.
+    and keeps it read-only. ``put_packed_trits`` holds int8 trits packed (4 or 5 per byte, as
+    ``numerics.pack`` lays them out): the store shows them as the int8 ``[N, K]`` tensor they are
+    (unpacked when read or saved), while a large model's trits take a quarter of the memory, and
+    :meth:`~WeightStore.packed_trits` in the same format hands the bytes out as they are. A layer is a
+    live view of its base; a pass never writes into its input, so the base does not change under it.
     """
 
     def __init__(
@@ -468,15 +560,21 @@ class MemoryStore(WeightStore):
         self.base = base
         self.label = label
         self._tensors: dict[str, np.ndarray] = {}
+        self._packed: dict[str, tuple[np.ndarray, tuple[int, int], str]] = {}
+        self._unpacked: weakref.WeakValueDictionary[str, np.ndarray] = weakref.WeakValueDictionary()
         for name, array in (tensors or {}).items():
             self.put(name, array, copy=copy)
 
-    def put(self, name: str, array: np.ndarray, *, copy: bool = True) -> None:
-        """Add or override tensor ``name`` (any dtype safetensors stores: bool, (u)int8..64, f16/32/64)."""
+    @staticmethod
+    def _check_name(name: str) -> None:
         if not isinstance(name, str) or not name or name == "__metadata__":
             raise ValueError(
                 f"a tensor name must be a non-empty string other than __metadata__, got {name!r}"
             )
+
+    def put(self, name: str, array: np.ndarray, *, copy: bool = True) -> None:
+        """Add or override tensor ``name`` (any dtype safetensors stores: bool, (u)int8..64, f16/32/64)."""
+        self._check_name(name)
         arr = np.asarray(array)
         _code_of(arr.dtype)
         if arr.dtype.byteorder == ">":
@@ -486,28 +584,77 @@ class MemoryStore(WeightStore):
         else:
             arr = arr.view()
         arr.flags.writeable = False
+        self._packed.pop(name, None)
         self._tensors[name] = arr
+
+    def put_packed_trits(self, name: str, packed: np.ndarray, shape: tuple[int, int], fmt: str) -> None:
+        """Add or override the int8 trits ``name`` of ``shape`` ``[N, K]``, given packed in ``fmt``
+        (``uint8 [N, packed_row_bytes(K, fmt)]``, taken as it is: do not change it afterwards)."""
+        self._check_name(name)
+        n, k = shape
+        p = np.asarray(packed)
+        if p.dtype != np.uint8 or p.shape != (n, nm.packed_row_bytes(k, fmt)):
+            raise ValueError(f"{name}: packed trits of [{n}, {k}] in {fmt} are uint8 [{n}, "
+                             f"{nm.packed_row_bytes(k, fmt)}], got {p.dtype} {list(p.shape)}")
+        p = p.view()
+        p.flags.writeable = False
+        self._tensors.pop(name, None)
+        self._unpacked.pop(name, None)
+        self._packed[name] = (p, (n, k), fmt)
 
     def describe(self) -> str:
         return self.label
 
     def on_disk(self) -> WeightStore | None:
-        if self._tensors or self.base is None:
+        if self._tensors or self._packed or self.base is None:
             return None
         return self.base.on_disk()
 
     def _own_names(self) -> Collection[str]:
-        return self._tensors.keys()
+        if not self._packed:
+            return self._tensors.keys()
+        return self._tensors.keys() | self._packed.keys()
 
     def _own_info(self, name: str) -> TensorInfo | None:
         arr = self._tensors.get(name)
-        return None if arr is None else TensorInfo(arr.shape, _code_of(arr.dtype), arr.dtype)
+        if arr is not None:
+            return TensorInfo(arr.shape, _code_of(arr.dtype), arr.dtype)
+        held = self._packed.get(name)
+        return None if held is None else TensorInfo(held[1], "I8", np.dtype(np.int8))
 
     def _own_get(self, name: str) -> np.ndarray:
-        return self._tensors[name]
+        arr = self._tensors.get(name)
+        if arr is not None:
+            return arr
+        arr = self._unpacked.get(name)
+        if arr is None:
+            packed, (_, k), fmt = self._packed[name]
+            arr = nm.unpack(packed, k, fmt)
+            arr.flags.writeable = False
+            self._unpacked[name] = arr
+        return arr
+
+    def _own_blocks(self, name: str) -> Iterator[np.ndarray]:
+        if name in self._tensors:
+            yield from super()._own_blocks(name)
+            return
+        packed, (n, k), fmt = self._packed[name]
+        for rows in nm.row_blocks((n, k)):
+            block = nm.unpack(packed[rows], k, fmt)
+            block.flags.writeable = False
+            yield block
+
+    def _own_packed_trits(self, name: str, fmt: str) -> np.ndarray:
+        held = self._packed.get(name)
+        if held is not None and held[2] == fmt:
+            return held[0]
+        return super()._own_packed_trits(name, fmt)
+
+    def _own_release(self, name: str) -> None:
+        self._unpacked.pop(name, None)
 
     def _own_raw(self, name: str) -> tuple[str, tuple[int, ...], np.ndarray]:
-        arr = self._tensors[name]
+        arr = self._own_get(name)
         return _code_of(arr.dtype), arr.shape, arr
 
 
@@ -558,6 +705,31 @@ class _MappedStore(WeightStore):
         file, entry = self._entries[name]
         return entry.stored, entry.shape, file.raw(name)
 
+    def _own_blocks(self, name: str) -> Iterator[np.ndarray]:
+        file, entry = self._entries[name]
+        if entry.stored != "BF16":
+            yield from super()._own_blocks(name)  # views of the map: no copy
+            return
+        raw = file.raw(name)
+        row_bytes = 2 * max(1, math.prod(entry.shape[1:])) if len(entry.shape) >= 2 else 0
+        for rows in nm.row_blocks(entry.shape):
+            if len(entry.shape) < 2:
+                block = _bf16_to_f32(raw).reshape(entry.shape)
+            else:
+                block = _bf16_to_f32(raw[rows.start * row_bytes : rows.stop * row_bytes])
+                block = block.reshape((rows.stop - rows.start, *entry.shape[1:]))
+            block.flags.writeable = False
+            yield block
+
+    def _own_release(self, name: str) -> None:
+        self._upcasts.pop(name, None)
+        file, _ = self._entries[name]
+        file.release(name)
+
+    def _own_nbytes(self, name: str) -> int:
+        _, entry = self._entries[name]
+        return entry.end - entry.begin
+
 
 class FileStore(_MappedStore):
     """One safetensors store file, read-only; its base (``__metadata__["mmfc.base"]``) is opened too.
@@ -571,6 +743,8 @@ class FileStore(_MappedStore):
     ) -> None:
         super().__init__()
         self.path = Path(path)
+        #: the sha256 of the file when this store object wrote it (``save``), else None
+        self.sha256: str | None = None
         file = _SafetensorsFile(self.path)
         self.metadata = dict(file.metadata)
         self._entries = {name: (file, entry) for name, entry in file.entries.items()}
@@ -592,12 +766,19 @@ class FileStore(_MappedStore):
             raise StoreNotFoundError(f"{where} ({base_path}), which does not exist")
         self.base = open_store(base_path, root=root, _seen=seen)
 
+    def _reads_for(self, path: Path) -> None:
+        """Name this store by ``path``, the name its file gets when a pending write commits."""
+        self.path = path
+        for file, _ in self._entries.values():
+            file.path = path
+
 
 class CheckpointStore(_MappedStore):
     """A checkpoint directory read in place: ``model.safetensors`` or the shards of
     ``model.safetensors.index.json`` (tensors in a shard but missing from the index are visible too,
     as the checkpoint loader sees them). ``config.json`` is optional for the store; :attr:`config`
-    reads it on demand.
+    reads it on demand. A pre-quantized ``X.weight_scale`` stored with shape ``[1]`` reads as the
+    scalar (shape ``[]``) it is.
     """
 
     def __init__(self, directory: str | Path) -> None:
@@ -620,6 +801,10 @@ class CheckpointStore(_MappedStore):
                 f" (only pickle weights {', '.join(pickles)}; mmfc reads safetensors only)" if pickles else ""
             )
             raise StoreNotFoundError(f"{self.path}: no {CHECKPOINT_SINGLE} or {CHECKPOINT_INDEX}{hint}")
+        # a pre-quantized scale stored as [1] is the scalar it means (the checkpoint loader reads it so)
+        for name, (file, entry) in self._entries.items():
+            if name.endswith(SCALE_TENSOR_SUFFIX) and entry.shape == (1,):
+                self._entries[name] = (file, replace(entry, shape=()))
 
     def _read_index(self, index: Path) -> None:
         try:
@@ -653,6 +838,14 @@ class CheckpointStore(_MappedStore):
                     )
                 unindexed[name] = fname
                 self._entries[name] = (shard, entry)
+
+    def file_of(self, name: str) -> Path:
+        """The safetensors file (the single file or a shard) that holds tensor ``name``."""
+        found = self._entries.get(name)
+        if found is None:
+            self._require(name)  # raises TensorNotFoundError naming the store
+        assert found is not None
+        return found[0].path
 
     @property
     def config(self) -> dict[str, Any] | None:
@@ -722,33 +915,76 @@ def _write_tensor_bytes(f: Any, data: np.ndarray) -> None:
         f.write(np.ascontiguousarray(data).reshape(-1).view(np.uint8).data)
 
 
+class _Checksummed:
+    """A binary file being written, and the sha256 of what went into it."""
+
+    def __init__(self, f: Any) -> None:
+        self.f = f
+        self.digest = hashlib.sha256()
+        self.written = 0
+
+    def write(self, data: Any) -> int:
+        self.digest.update(data)
+        self.written += memoryview(data).nbytes
+        return int(self.f.write(data))
+
+
 def _write_safetensors(
-    target: Path, tensors: Mapping[str, tuple[str, tuple[int, ...], np.ndarray]], metadata: Mapping[str, str]
-) -> None:
-    """Write a safetensors file atomically (``dialects/files.py``: a temporary file beside ``target``,
-    then ``os.replace``).
+    target: Path, owners: Mapping[str, WeightStore], metadata: Mapping[str, str], files: AtomicFiles | None = None
+) -> tuple[Path, str]:
+    """Write the tensors ``owners`` names (each read from the layer given) as a safetensors file,
+    atomically (``dialects/files.py``: a temporary file beside ``target``, then ``os.replace``; with
+    ``files``, at that block's commit). Returns the file to read it from now (``target``, or the
+    temporary file until ``files`` commits) and its sha256.
 
     Tensors are laid out largest item size first, then by name, with no gaps (what the safetensors
-    library expects), so every tensor stays aligned to its item size after the 8-aligned header.
+    library expects), so every tensor stays aligned to its item size after the 8-aligned header. Only
+    headers are consulted to lay the file out; each tensor's bytes are then produced on the worker
+    threads a few ahead, written in order and released (pages of a mapped file dropped).
     """
-    order = sorted(tensors, key=lambda n: (-_itemsize(tensors[n][0]), n))
+    infos = {name: owner._own_info(name) for name, owner in owners.items()}
+    order = sorted(owners, key=lambda n: (-_itemsize(infos[n].stored), n))  # type: ignore[union-attr]
     header: dict[str, Any] = {"__metadata__": dict(metadata)}
     offset = 0
+    sizes: dict[str, int] = {}
     for name in order:
-        code, shape, data = tensors[name]
-        nbytes = data.nbytes
-        header[name] = {"dtype": code, "shape": list(shape), "data_offsets": [offset, offset + nbytes]}
-        offset += nbytes
+        info = infos[name]
+        assert info is not None
+        sizes[name] = owners[name]._own_nbytes(name)
+        header[name] = {"dtype": info.stored, "shape": list(info.shape), "data_offsets": [offset, offset + sizes[name]]}
+        offset += sizes[name]
     encoded = json.dumps(header, separators=(",", ":")).encode("utf-8")
     encoded += b" " * (-len(encoded) % 8)
     if not target.parent.is_dir():
         raise WeightStoreError(f"{target}: directory {target.parent} does not exist")
+
+    def produce(name: str) -> np.ndarray:
+        return owners[name]._own_raw(name)[2]
+
+    def write(f: Any) -> str:
+        out = _Checksummed(f)
+        out.write(struct.pack("<Q", len(encoded)))
+        out.write(encoded)
+        with progress(f"write {target.name}", offset, "B") as advance:
+            for name, data in zip(order, map_in_order(produce, order)):
+                if data.nbytes != sizes[name]:  # a layer's header and data disagree: a bug, not the user's
+                    raise AssertionError(f"{name}: {data.nbytes} bytes, header said {sizes[name]}")
+                _write_tensor_bytes(out, data)
+                del data
+                owners[name]._own_release(name)
+                advance(sizes[name])
+        return out.digest.hexdigest()
+
     try:
-        with atomic_open(target, "wb") as f:
-            f.write(struct.pack("<Q", len(encoded)))
-            f.write(encoded)
-            for name in order:
-                _write_tensor_bytes(f, tensors[name][2])
+        if files is not None:
+            f = files.open(target, "wb")
+            digest = write(f)
+            f.close()
+            return files.pending_path(target), digest
+        with atomic_files() as own:
+            f = own.open(target, "wb")
+            digest = write(f)
+        return target, digest
     except OSError as exc:
         raise WeightStoreError(f"{target}: cannot write weight store ({exc.strerror or exc})") from None
 
@@ -902,6 +1138,7 @@ def write_module_store(
     store_dir: str | Path | None = None,
     name: str | None = None,
     rebind: bool = True,
+    files: AtomicFiles | None = None,
 ) -> Path | None:
     """Prepare ``module`` to be printed to ``mlir_path`` (None: stdout); return its store's path.
 
@@ -912,7 +1149,8 @@ def write_module_store(
     None). Then the attribute is set to the store's path relative to ``mlir_path``'s directory (the
     current directory for stdout). ``rebind=False`` (``--dump-dir`` snapshots) keeps the in-memory
     store bound, so the final output does not layer over a dump. A module whose store was never
-    resolved only has its path rewritten (no file is opened).
+    resolved only has its path rewritten (no file is opened). ``files``: the store file is written
+    within that :func:`~mmfc.dialects.files.atomic_files` block, landing with the IR written there.
     """
     b = _binding(module)
     out_dir = _dir_of(mlir_path)
@@ -942,7 +1180,7 @@ def write_module_store(
             set_store_attr(module, MEMORY)
             b.origin = None
             return None
-        disk = b.store.save(target)
+        disk = b.store.save(target, files=files)
         if rebind:
             b.store = disk
     set_store_attr(module, _relative_or_absolute(disk.path, out_dir))  # type: ignore[arg-type]
