@@ -32,10 +32,17 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
+
+from mmfc.dialects import weight_values
 from mmfc.dialects.diagnostics import CheckpointError, UserError
+from mmfc.dialects.dtypes import by_code as dtype_by_code
 from mmfc.dialects.files import atomic_dir
-from mmfc.dialects.numerics import looks_ternary
+from mmfc.dialects.parallel import map_in_order
+from mmfc.dialects.progress import progress
+from mmfc.dialects.weight_values import Role
+from mmfc.dialects.weights import SCALE_TENSOR_SUFFIX, CheckpointStore, WeightStoreError
 from mmfc.frontends.torch.config import HGRNBitConfig
 
 if TYPE_CHECKING:
@@ -60,83 +67,6 @@ TOKENIZER_FILES = (
 def _one_line(exc: BaseException) -> str:
     """An exception's text on one line (library messages sometimes span several)."""
     return " ".join(str(exc).split()) or type(exc).__name__
-
-
-def _weight_files(directory: Path) -> dict[str, Path]:
-    """Map each tensor name to the safetensors file holding it (index and shards checked to agree)."""
-    from safetensors import safe_open
-
-    index = directory / INDEX_FILE
-    single = directory / SINGLE_FILE
-    if index.is_file():
-        try:
-            data = json.loads(index.read_text(encoding="utf-8"))
-            weight_map = data["weight_map"] if isinstance(data, dict) else None
-            if not isinstance(weight_map, dict):
-                raise TypeError("weight_map is not an object")
-        except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as exc:
-            raise CheckpointError(f"{index}: not a valid safetensors index ({_one_line(exc)})") from None
-        files: dict[str, Path] = {}
-        for name, fname in weight_map.items():
-            # a shard is a plain file name inside the checkpoint folder, never a path elsewhere
-            if not isinstance(fname, str) or Path(fname).name != fname:
-                raise CheckpointError(f"{index}: tensor {name} has an invalid shard name {fname!r}")
-            path = directory / fname
-            if not path.is_file():
-                raise CheckpointError(f"{index}: tensor {name} points to missing shard {fname}")
-            files[name] = path
-        by_shard: dict[Path, set[str]] = {}
-        for shard in sorted(set(files.values())):
-            by_shard[shard] = set(_safe_keys(shard, safe_open))
-        for name, shard in files.items():
-            if name not in by_shard[shard]:
-                raise CheckpointError(f"{index}: tensor {name} is not in its shard {shard.name}")
-        # tensors present in shards but absent from the index are unexpected too
-        for shard, names in by_shard.items():
-            for name in sorted(names):
-                if files.setdefault(name, shard) != shard:
-                    raise CheckpointError(
-                        f"{directory}: tensor {name} is stored in both {files[name].name} and {shard.name}"
-                    )
-        return files
-    if single.is_file():
-        return {name: single for name in _safe_keys(single, safe_open)}
-    pickles = [p.name for p in directory.glob("*.bin")] + [p.name for p in directory.glob("*.pt")]
-    if pickles:
-        raise CheckpointError(
-            f"{directory}: only pickle weights ({', '.join(sorted(pickles))}); mmfc reads safetensors only "
-            "(it never unpickles): convert them to model.safetensors first"
-        )
-    raise CheckpointError(f"{directory}: no {SINGLE_FILE} or {INDEX_FILE}")
-
-
-def _safe_keys(path: Path, safe_open: Any) -> list[str]:
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            return list(f.keys())
-    except Exception as exc:  # noqa: BLE001 - safetensors raises its own, undocumented error types
-        raise CheckpointError(f"{path}: not a readable safetensors file ({_one_line(exc)})") from None
-
-
-def _read_tensors(files: dict[str, Path], names: list[str]) -> Iterator[tuple[str, torch.Tensor]]:
-    """Yield ``(name, tensor)`` file by file; a read failure names the file and the tensor."""
-    from safetensors import safe_open
-
-    by_file: dict[Path, list[str]] = {}
-    for name in names:
-        by_file.setdefault(files[name], []).append(name)
-    for path, file_names in by_file.items():
-        try:
-            f = safe_open(str(path), framework="pt")
-        except Exception as exc:  # noqa: BLE001 - as in _safe_keys
-            raise CheckpointError(f"{path}: not a readable safetensors file ({_one_line(exc)})") from None
-        with f:
-            for name in file_names:
-                try:
-                    tensor = f.get_tensor(name)
-                except Exception as exc:  # noqa: BLE001 - as in _safe_keys
-                    raise CheckpointError(f"{path}: cannot read tensor {name} ({_one_line(exc)})") from None
-                yield name, tensor
 
 
 def _meta_model(
@@ -195,51 +125,125 @@ def check_tensor_shape(where: str, name: str, shape: tuple[int, ...], want: tupl
     return shape
 
 
-def load_state_dict_checked(directory: Path, config: HGRNBitConfig) -> dict[str, torch.Tensor]:
-    """Read and validate every tensor of ``directory`` against ``config``: the names and shapes of
-    :func:`expected_tensors`, finite float values, trits in {-1, 0, +1}, positive scales, no float master
-    that is already ternary. Float tensors come back float32, trits int8; the first problem raises a
-    :class:`CheckpointError` naming the file and the tensor."""
+def tensor_roles(config: HGRNBitConfig) -> dict[str, tuple[tuple[int, ...], Role]]:
+    """Every tensor of a checkpoint for ``config``: its shape and the value rule it obeys
+    (``dialects.weight_values``): BitLinear weights are ``master`` (float) or ``trits``
+    (pre-quantized, with a ``scale`` each), everything else ``float``."""
     quantized = config.quantization_config is not None
-    shapes_of = _meta_model(config, quantized)
-    expected = {name: tuple(t.shape) for name, t in shapes_of.state_dict().items()}
-    files = _weight_files(directory)
-    check_tensor_names(directory, expected, files, quantized)
-    ternary_names = _bitlinear_weight_names(shapes_of)
+    model = _meta_model(config, quantized)
+    ternary = _bitlinear_weight_names(model)
+    roles: dict[str, tuple[tuple[int, ...], Role]] = {}
+    for name, t in model.state_dict().items():
+        role: Role
+        if name in ternary:
+            role = "trits" if quantized else "master"
+        elif name.endswith(SCALE_TENSOR_SUFFIX):
+            role = "scale"
+        else:
+            role = "float"
+        roles[name] = (tuple(t.shape), role)
+    return roles
+
+
+def _dtype_name(code: str) -> str:
+    """A safetensors code as users know it: ``int8``, ``bfloat16``, ``float32``, ``F8_E4M3``."""
+    row = dtype_by_code(code)
+    if row is None or not row.names:
+        return code
+    return row.names[1] if len(row.names) > 1 else row.names[0]
+
+
+def _role_dtype_problem(role: Role, code: str) -> str | None:
+    """Why a tensor of ``role`` may not be stored as ``code`` (None: it may)."""
+    row = dtype_by_code(code)
+    is_float = row is not None and row.is_float
+    if role == "trits" and code != "I8":
+        return f"pre-quantized weights must be int8 trits, got {_dtype_name(code)}"
+    if role == "scale" and code != "F32":
+        return f"has dtype {_dtype_name(code)}; a pre-quantized weight_scale is float32"
+    if role in ("master", "float") and not is_float:
+        return f"has dtype {_dtype_name(code)}; expected a float tensor (bf16, fp16 or fp32)"
+    return None
+
+
+def open_checkpoint(directory: str | Path, config: HGRNBitConfig) -> CheckpointStore:
+    """The checkpoint folder's weights (read lazily), checked against ``config`` from the
+    safetensors headers alone: the index and shards agree, and every tensor the model has is there
+    with its shape and a dtype its role allows, and no other. Values are checked by
+    :func:`check_values`. The first problem is a :class:`CheckpointError` naming the file and the
+    tensor."""
+    directory = Path(directory)
+    try:
+        store = CheckpointStore(directory)
+    except WeightStoreError as exc:
+        raise CheckpointError(str(exc)) from None
+    roles = tensor_roles(config)
+    quantized = config.quantization_config is not None
+    check_tensor_names(directory, roles, store.names(), quantized)
+    for name, (shape, role) in roles.items():
+        info = store.info(name)
+        where = tensor_place(store, name)
+        check_tensor_shape(where, name, tuple(info.shape), shape)
+        problem = _role_dtype_problem(role, info.stored)
+        if problem is not None:
+            joiner = ": " if problem.startswith("pre-quantized") else " "
+            raise CheckpointError(f"{where}{joiner}{problem}")
+    return store
+
+
+def tensor_place(store: CheckpointStore, name: str) -> str:
+    """How messages name tensor ``name`` of a checkpoint: ``FILE: tensor NAME``."""
+    return f"{store.file_of(name)}: tensor {name}"
+
+
+def check_values(store: CheckpointStore, config: HGRNBitConfig) -> None:
+    """Check every tensor's values by its role (``dialects.weight_values``: finite floats, float
+    masters not already ternary, trits in {-1, 0, +1}, positive finite scalar scales), tensor by
+    tensor on the worker threads, each tensor's pages released once checked: a 2.7B checkpoint is
+    never held in memory. The first problem (in the order of :func:`tensor_roles`) is a
+    :class:`CheckpointError` naming the file and the tensor."""
+    roles = tensor_roles(config)
+    names = list(roles)
+
+    def check(name: str) -> str | None:
+        try:
+            weight_values.check_values(store, name, roles[name][1])
+        except weight_values.WeightValueError as exc:
+            return str(exc)
+        return None
+
+    with progress("check weights", len(names)) as advance:
+        for name, problem in zip(names, map_in_order(check, names)):
+            if problem is not None:
+                where = tensor_place(store, name)
+                if problem == weight_values.ALREADY_TERNARY:
+                    problem += (
+                        " if loaded as a float master. Store trits with their scale as an mmfc pre-quantized "
+                        "checkpoint (save_pretrained(dir, quantized=True), quantization_config "
+                        '{"quant_method": "mmfc-ternary", "weights": "int8-trits"})'
+                    )
+                raise CheckpointError(f"{where} {problem}")
+            advance(1)
+
+
+def check_checkpoint(directory: str | Path, config: HGRNBitConfig) -> CheckpointStore:
+    """:func:`open_checkpoint` then :func:`check_values`: the one validation of a checkpoint folder,
+    which ``from_pretrained`` and the importer (``mmfc import``, ``mmfc compile``) both make."""
+    store = open_checkpoint(directory, config)
+    check_values(store, config)
+    return store
+
+
+def load_state_dict_checked(directory: Path, config: HGRNBitConfig) -> dict[str, torch.Tensor]:
+    """Read and validate every tensor of ``directory`` against ``config`` (:func:`check_checkpoint`).
+    Float tensors come back float32, trits int8, scales as 0-d float32."""
+    store = check_checkpoint(directory, config)
     out: dict[str, torch.Tensor] = {}
-    for name, t in _read_tensors(files, list(expected)):
-        where = f"{files[name].name}: tensor {name}"
-        if check_tensor_shape(where, name, tuple(t.shape), expected[name]) == ():
-            t = t.reshape(())
-        if quantized and name in ternary_names:
-            if t.dtype != torch.int8:
-                raise CheckpointError(f"{where}: pre-quantized weights must be int8 trits, got {t.dtype}")
-            if t.numel() and (int(t.min()) < -1 or int(t.max()) > 1):
-                bad = sorted(set(t[(t < -1) | (t > 1)].tolist()))[:3]
-                raise CheckpointError(f"{where}: pre-quantized trits must lie in {{-1, 0, +1}}, found {bad}")
-            out[name] = t
-            continue
-        if name.endswith(".weight_scale") and t.dtype != torch.float32:
-            # mmfc's own format: the float path quantizes with a float32 scale, so must the stored one
-            raise CheckpointError(f"{where} has dtype {t.dtype}; a pre-quantized weight_scale is float32")
-        if t.dtype not in FLOAT_DTYPES:
-            raise CheckpointError(
-                f"{where} has dtype {t.dtype}; expected a float tensor (bf16, fp16 or fp32)"
-            )
-        t = t.to(torch.float32)
-        if not bool(torch.isfinite(t).all()):
-            raise CheckpointError(f"{where} holds non-finite values (NaN or Inf)")
-        if name.endswith(".weight_scale") and not float(t) > 0:
-            raise CheckpointError(f"{where} must be a positive scale, got {float(t)}")
-        if not quantized and name in ternary_names and looks_ternary(t.cpu().numpy()):
-            raise CheckpointError(
-                f"{where} is already ternary-valued (at most 3 distinct values) but is loaded as a float "
-                "master: re-quantizing ternary weights keeps the signs but shrinks the absmean scale by the "
-                "fraction of non-zeros (about 0.69x), silently changing every output. Store trits with their "
-                "scale as an mmfc pre-quantized checkpoint (save_pretrained(dir, quantized=True), "
-                'quantization_config {"quant_method": "mmfc-ternary", "weights": "int8-trits"})'
-            )
-        out[name] = t
+    for name, (shape, role) in tensor_roles(config).items():
+        array = store.get(name)
+        dtype = np.int8 if role == "trits" else np.float32
+        out[name] = torch.from_numpy(np.array(array, dtype=dtype, copy=True).reshape(shape))
+        store.release(name)
     return out
 
 

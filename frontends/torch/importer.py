@@ -394,26 +394,22 @@ def _module_path(node: fx.Node) -> str:
 def import_checkpoint(directory: str | Path, entries: Sequence[str] = ("prefill", "decode_step")) -> ImportedModule:
     """Import a checkpoint folder without loading it into PyTorch: the IR is built from ``config.json``
     and the tensors stay where they are (a :class:`CheckpointStore`, memory-mapped, read lazily; bf16
-    masters are not copied into a second float store). Names, shapes and dtypes are checked against
-    the config from the safetensors headers alone (the checks ``from_pretrained`` makes on names and
-    shapes; values are read, and checked, by whatever uses them)."""
-    from mmfc.dialects.weights import CheckpointStore
-    from mmfc.frontends.torch.checkpoint import check_tensor_names, check_tensor_shape, expected_tensors
+    masters are not copied into a second float store). The folder passes the validation
+    ``from_pretrained`` makes (``checkpoint.check_checkpoint``: names, shapes and dtypes from the
+    headers, then every value, streamed tensor by tensor), so whatever the PyTorch loader refuses is
+    refused here, in the same words."""
+    from mmfc.frontends.torch.checkpoint import check_checkpoint
     from mmfc.frontends.torch.config import HGRNBitConfig
 
     directory = Path(directory)
     config = HGRNBitConfig.from_pretrained(directory)
     quantized = config.quantization_config is not None
-    store = CheckpointStore(directory)
-    expected = expected_tensors(config, quantized)
-    check_tensor_names(directory, expected, store.names(), quantized)
+    store = check_checkpoint(directory, config)
     dtypes: dict[str, str] = {}
-    for name, shape in expected.items():
-        info = store.info(name)
-        check_tensor_shape(f"{directory}: tensor {name}", name, tuple(info.shape), shape)
-        stored = dtype_by_code(info.stored)
+    for name in store.names():
+        stored = dtype_by_code(store.info(name).stored)
         if stored is not None and stored.is_float:
-            dtypes[name] = info.stored
+            dtypes[name] = store.info(name).stored
     module = build_model(config, WeightForm.TRITS if quantized else WeightForm.FLOAT, dtypes, entries)
     bind(module, store)
     return ImportedModule(module, store, config.num_hidden_layers, config.hidden_size)
