@@ -38,6 +38,7 @@ __all__ = [
     "weight_abs_sum",
     "weight_scale",
     "ternarize",
+    "ternarize_packed",
     "weight_inv_scale",
     "looks_ternary",
     "accum",
@@ -428,7 +429,7 @@ def _check_trits(trits: np.ndarray) -> np.ndarray:
         raise ValueError(f"pack: trits must be 2-D [N, K], got shape {t.shape}")
     if t.size and (t.min() < -1 or t.max() > 1):
         raise ValueError("pack: trits must lie in {-1, 0, +1}")
-    return t.astype(np.int8)
+    return t if t.dtype == np.int8 else t.astype(np.int8)
 
 
 def _codes_padded(codes: np.ndarray, per: int) -> np.ndarray:
@@ -441,6 +442,35 @@ def _codes_padded(codes: np.ndarray, per: int) -> np.ndarray:
     return codes.reshape(n, kp // per, per)
 
 
+def _bytes_of_2bit_codes(codes: np.ndarray) -> np.ndarray:
+    """``uint8 [n, ceil(k/4)]`` from 2-bit codes ``uint8 [n, k]`` (each 0..2): four codes per byte,
+    the first in the lowest bits; a row's padding is code 0."""
+    n, k = codes.shape
+    if k % 4 == 0 and codes.flags.c_contiguous:
+        # four codes are the four bytes of a little-endian uint32: gather their low 2 bits
+        words = codes.view("<u4")
+        out = words & np.uint32(0x3)
+        out |= (words >> np.uint32(6)) & np.uint32(0xC)
+        out |= (words >> np.uint32(12)) & np.uint32(0x30)
+        out |= (words >> np.uint32(18)) & np.uint32(0xC0)
+        return out.astype(np.uint8).reshape(n, k // 4)
+    c = _codes_padded(codes, 4)
+    byte = c[..., 0] | (c[..., 1] << np.uint8(2))
+    byte |= c[..., 2] << np.uint8(4)
+    byte |= c[..., 3] << np.uint8(6)
+    return byte
+
+
+def ternarize_packed(w: np.ndarray, weight_scale: np.floating | float, fmt: str) -> np.ndarray:
+    """``pack(ternarize(w, weight_scale), fmt)`` for a block ``w [n, K]`` of a float master, without
+    the int8 trits in between for ``2bit`` (its codes come straight from the two comparisons)."""
+    if fmt != "2bit":
+        return pack(ternarize(w, weight_scale), fmt)
+    x = np.asarray(w, dtype=F32) * weight_inv_scale(weight_scale)
+    codes = (x > F32(0.5)).view(np.uint8) | ((x < F32(-0.5)).view(np.uint8) << np.uint8(1))
+    return _bytes_of_2bit_codes(codes.reshape(x.shape[0], -1) if x.ndim != 2 else codes)
+
+
 def _pack_rows(trits: np.ndarray, fmt: str) -> np.ndarray:
     """Pack checked int8 trits ``[N, K]`` block by block of :func:`row_blocks` (temporaries stay small)."""
     n, k = trits.shape
@@ -448,11 +478,8 @@ def _pack_rows(trits: np.ndarray, fmt: str) -> np.ndarray:
     for rows in row_blocks(trits.shape):
         t = trits[rows]
         if fmt == "2bit":
-            # codes: 0 -> 0b00, +1 -> 0b01, -1 -> 0b10; four per byte, lowest bits first
-            c = _codes_padded((t == 1).view(np.uint8) | ((t == -1).view(np.uint8) << np.uint8(1)), 4)
-            byte = c[..., 0] | (c[..., 1] << np.uint8(2))
-            byte |= c[..., 2] << np.uint8(4)
-            byte |= c[..., 3] << np.uint8(6)
+            # codes: 0 -> 0b00, +1 -> 0b01, -1 -> 0b10
+            byte = _bytes_of_2bit_codes((t == 1).view(np.uint8) | ((t == -1).view(np.uint8) << np.uint8(1)))
         else:
             # digits t + 1 in 0..2; the pad is the trit 0 (digit 1), as unpacking drops it anyway
             d = (t + np.int8(1)).view(np.uint8)

@@ -177,12 +177,9 @@ def _code_of(dtype: np.dtype) -> str:
 
 def _bf16_to_f32(raw: np.ndarray) -> np.ndarray:
     """bfloat16 bit patterns (uint8 bytes, little-endian) -> float32: bf16 is the high half of f32."""
-    halves = raw.view("<u2")
-    out = np.empty(halves.shape, "<u4")
-    pairs = out.view("<u2").reshape(-1, 2)
-    pairs[:, 0] = 0
-    pairs[:, 1] = halves.reshape(-1)
-    return out.view("<f4")
+    bits = raw.view("<u2").astype("<u4")
+    bits <<= np.uint32(16)
+    return bits.view("<f4")
 
 
 @dataclass(frozen=True)

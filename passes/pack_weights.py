@@ -14,7 +14,10 @@ from xdsl.rewriter import InsertPoint, Rewriter
 
 from mmfc.dialects import numerics as nm
 from mmfc.dialects import ternary as T
+from mmfc.dialects import weight_values
 from mmfc.dialects import weights as W
+from mmfc.dialects.parallel import map_in_order
+from mmfc.dialects.progress import progress
 from mmfc.dialects.source import OpError
 
 #: format names the ``format`` option accepts (``numerics.PACK_FORMATS``)
@@ -48,8 +51,11 @@ class PackWeights(ModulePass):
 
     Options: ``format`` (``"2bit"``, the default, or ``"base3"``), e.g. ``pack-weights{format=base3}``.
 
+    Trits held packed in this format by the store (``fold-weight-quant`` holds them ``2bit``) are
+    taken as they are; others are packed block by block on the worker threads (``dialects.parallel``).
+
     Errors (an ``OpError`` at the weight ref): the stored tensor is missing, is not int8 ``[N, K]``, or
-    holds values outside {-1, 0, +1}.
+    holds values outside {-1, 0, +1} (the rule of ``dialects.weight_values.check_trits``).
     """
 
     name = "pack-weights"
@@ -67,8 +73,17 @@ class PackWeights(ModulePass):
         if not refs:
             return  # nothing to pack: the store is never opened
         store = W.resolve_store(op)
-        # pack everything before rewriting anything: an error leaves the module as it was
-        packed = {name: self._packed_bytes(store, name, weight_ops) for name, weight_ops in refs.items()}
+        # check and pack everything before rewriting anything: an error leaves the module as it was
+        for name, weight_ops in refs.items():
+            _check_trits_header(store, name, weight_ops)
+        names = list(refs)
+        packed: dict[str, np.ndarray] = {}
+        with progress(f"pack weights ({self.format})", len(names)) as advance:
+            for name, result in zip(names, map_in_order(lambda n: self._packed_bytes(store, n), names)):
+                if isinstance(result, str):
+                    raise OpError(refs[name][0], f"@{name} {result}; they cannot be packed as trits")
+                packed[name] = result
+                advance(1)
         new = store.derive()
         for name, weight_ops in refs.items():
             new.put(name, packed[name], copy=False)
@@ -76,28 +91,37 @@ class PackWeights(ModulePass):
                 _replace(weight_op, self.format)
         W.bind(op, new)
 
-    def _packed_bytes(self, store: W.WeightStore, name: str, refs: Sequence[T.WeightOp]) -> np.ndarray:
-        """``numerics.pack`` of the stored trits ``name``, after checking them against every ref."""
+    def _packed_bytes(self, store: W.WeightStore, name: str) -> np.ndarray | str:
+        """``numerics.pack`` of the stored trits ``name`` (the bytes themselves when the store holds
+        them packed in this format already), or the problem with their values."""
         try:
-            info = store.info(name)
-        except W.WeightStoreError as exc:
-            raise OpError(refs[0], str(exc)) from None
-        for ref in refs:
-            shape = T.shape_of(ref.result.type)
-            if info.stored != "I8" or tuple(info.shape) != shape:
-                dims = "x".join(str(d) for d in info.shape) or "scalar"
-                raise OpError(
-                    ref,
-                    f"@{name} is stored as {info.stored} of shape [{dims}] in the weight store "
-                    f"{store.describe()}, but the IR reads it as {ref.result.type} (int8 trits of shape "
-                    f"{list(shape)})",
-                )
-        trits = store.get(name)
-        if trits.size and (trits.min() < -1 or trits.max() > 1):
+            return store.packed_trits(name, self.format)
+        except ValueError:
+            try:
+                weight_values.check_trits(store, name)  # the shared rule says what is wrong
+            except weight_values.WeightValueError as exc:
+                return str(exc)
+            raise
+        finally:
+            store.release(name)
+
+
+def _check_trits_header(store: W.WeightStore, name: str, refs: Sequence[T.WeightOp]) -> None:
+    """Check from the store's header alone that ``name`` is the int8 ``[N, K]`` every ref reads."""
+    try:
+        info = store.info(name)
+    except W.WeightStoreError as exc:
+        raise OpError(refs[0], str(exc)) from None
+    for ref in refs:
+        shape = T.shape_of(ref.result.type)
+        if info.stored != "I8" or tuple(info.shape) != shape:
+            dims = "x".join(str(d) for d in info.shape) or "scalar"
             raise OpError(
-                refs[0], f"@{name} holds values outside {{-1, 0, +1}}; they cannot be packed as trits"
+                ref,
+                f"@{name} is stored as {info.stored} of shape [{dims}] in the weight store "
+                f"{store.describe()}, but the IR reads it as {ref.result.type} (int8 trits of shape "
+                f"{list(shape)})",
             )
-        return nm.pack(trits, self.format)
 
 
 def _trits_refs_by_symbol(module: ModuleOp) -> dict[str, list[T.WeightOp]]:

@@ -129,6 +129,10 @@ def tensor_roles(config: HGRNBitConfig) -> dict[str, tuple[tuple[int, ...], Role
     """Every tensor of a checkpoint for ``config``: its shape and the value rule it obeys
     (``dialects.weight_values``): BitLinear weights are ``master`` (float) or ``trits``
     (pre-quantized, with a ``scale`` each), everything else ``float``."""
+    key = json.dumps(config.to_dict(), sort_keys=True, default=str)
+    cached = _ROLES.get(key)
+    if cached is not None:
+        return dict(cached)
     quantized = config.quantization_config is not None
     model = _meta_model(config, quantized)
     ternary = _bitlinear_weight_names(model)
@@ -142,7 +146,12 @@ def tensor_roles(config: HGRNBitConfig) -> dict[str, tuple[tuple[int, ...], Role
         else:
             role = "float"
         roles[name] = (tuple(t.shape), role)
+    _ROLES[key] = dict(roles)
     return roles
+
+
+#: tensor_roles by config (building even a meta model of 2.7B takes a second; a compile asks twice)
+_ROLES: dict[str, dict[str, tuple[tuple[int, ...], Role]]] = {}
 
 
 def _dtype_name(code: str) -> str:

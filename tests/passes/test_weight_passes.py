@@ -186,14 +186,14 @@ def test_prefill_and_decode_step_share_one_quantization(monkeypatch: pytest.Monk
     masters_used = len(ops_of(imported.module, T.QuantWeightOp))
     names = bitlinear_names(model)
     assert masters_used == 2 * len(names)  # each BitLinear once in prefill, once in decode_step
-    calls: list[tuple[int, ...]] = []
-    real = nm.quant_weight
+    calls: list[int] = []
+    real = nm.weight_scale
 
-    def counting(w: np.ndarray) -> tuple[np.ndarray, np.float32]:
-        calls.append(w.shape)
-        return real(w)
+    def counting(abs_sum: float, count: int) -> np.float32:
+        calls.append(count)
+        return real(abs_sum, count)
 
-    monkeypatch.setattr(nm, "quant_weight", counting)
+    monkeypatch.setattr(nm, "weight_scale", counting)  # one scale per quantized tensor
     apply(imported.module, FoldWeightQuant())
     assert len(calls) == len(names)
     trits_refs = [op for op in ops_of(imported.module, T.WeightOp) if isinstance(op.result.type, T.TritsType)]
@@ -316,7 +316,7 @@ def test_pack_refuses_trits_outside_the_ternary_range() -> None:
     bad.put(name, values)
     W.bind(imported.module, bad)
     text = str(imported.module)
-    expected = r"@model\.layers\.0\.attn\.o_proj\.weight holds values outside \{-1, 0, \+1\}"
+    expected = r"@model\.layers\.0\.attn\.o_proj\.weight holds trits outside \{-1, 0, \+1\}: found \[2\]"
     with pytest.raises(OpError, match=expected):
         apply(imported.module, PackWeights())
     assert str(imported.module) == text
