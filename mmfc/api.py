@@ -323,23 +323,26 @@ def compile_artifact(
     **options: Any,
 ) -> Path:
     """Like :func:`compile` with ``out``, but only writes the artifact (nothing is loaded on the
-    target): returns its path."""
-    from mmfc.artifact import write_artifact
+    target): returns its path. ``out`` is checked, and its temporary folder created, before any work
+    (:func:`mmfc.artifact.artifact_dir`): a folder that cannot be written fails at once."""
+    from mmfc.artifact import artifact_dir, fill_artifact
     from mmfc.stats import compile_stats
 
-    c = _compile(model_or_path, target, pipeline, init_seed, options)
-    return write_artifact(
-        out,
-        c.module,
-        c.store,
-        target=c.target.name,
-        target_options={o.name: c.options[o.name] for o in c.target.options if o.at == "compile"},
-        build=c.build,
-        pipeline=c.pipeline,
-        config=c.imported.config,
-        source_dir=c.imported.source_dir,
-        stats=compile_stats(c.module, c.store),
-    )
+    with artifact_dir(out) as folder:
+        c = _compile(model_or_path, target, pipeline, init_seed, options)
+        fill_artifact(
+            folder,
+            c.module,
+            c.store,
+            target=c.target.name,
+            target_options={o.name: c.options[o.name] for o in c.target.options if o.at == "compile"},
+            build=c.build,
+            pipeline=c.pipeline,
+            config=c.imported.config,
+            source_dir=c.imported.source_dir,
+            stats=compile_stats(c.module, c.store),
+        )
+    return Path(out)
 
 
 def compile(  # noqa: A001 - mmfc.compile is the public name

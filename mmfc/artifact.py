@@ -15,7 +15,9 @@ Layout (``mmfc compile ... -o OUT``)::
 
 Written atomically (``dialects.files.atomic_dir``): everything goes to a temporary folder beside OUT,
 which then replaces OUT in one rename (an existing OUT must itself be an artifact; it is replaced only
-after the new one is complete). ``load_artifact`` verifies every checksum before use; a mismatch is a ``UserError`` naming
+after the new one is complete). ``mmfc compile`` creates that folder before it compiles anything
+(:func:`artifact_dir`), so an OUT that cannot be written fails at once; the weights are streamed into
+it tensor by tensor. ``load_artifact`` verifies every checksum before use; a mismatch is a ``UserError`` naming
 the file.
 """
 
@@ -26,6 +28,8 @@ import json
 import platform
 import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,7 +37,7 @@ from typing import Any
 from xdsl.dialects.builtin import ModuleOp
 
 from mmfc.dialects.diagnostics import UserError
-from mmfc.dialects.files import atomic_dir
+from mmfc.dialects.files import atomic_dir, check_writable
 from mmfc.dialects.target import Build
 from mmfc.dialects.weights import STORE_ATTR, WeightStore, set_store_attr
 
@@ -84,6 +88,38 @@ def referenced_weights(module: ModuleOp) -> list[str]:
     return sorted({op.sym.string_value() for op in module.walk() if isinstance(op, WeightOp)})
 
 
+def check_artifact_target(out: str | Path) -> Path:
+    """``out`` if an artifact can be written there, checked before any work starts: it is absent, an
+    artifact (replaced only once the new one is complete) or an empty folder, and its folder exists
+    and takes new entries. Else an :class:`ArtifactError` saying why."""
+    out = Path(out)
+    if out.exists() and not (out / MANIFEST).is_file():
+        if not out.is_dir() or any(out.iterdir()):
+            raise ArtifactError(f"{out}: exists and is not a compiled artifact; refusing to overwrite it")
+    parent = out.parent if str(out.parent) else Path(".")
+    if not parent.is_dir():
+        raise ArtifactError(f"{out}: folder {parent} does not exist")
+    try:
+        check_writable(out)
+    except OSError as exc:
+        raise ArtifactError(f"{out}: cannot write in folder {parent} ({exc.strerror or exc})") from None
+    return out
+
+
+@contextmanager
+def artifact_dir(out: str | Path) -> Iterator[Path]:
+    """The folder to fill, which becomes the artifact ``out`` when the block ends without an
+    exception (``dialects.files.atomic_dir``: on a failure ``out`` stays as it was and the folder
+    is removed). Checked and created at once, so a folder that cannot be written fails before the
+    block's work. What the system refuses is an :class:`ArtifactError` naming ``out``."""
+    out = check_artifact_target(out)
+    try:
+        with atomic_dir(out) as tmp:
+            yield tmp
+    except OSError as exc:
+        raise ArtifactError(f"{out}: cannot write the artifact ({exc.strerror or exc})") from None
+
+
 def write_artifact(
     out: str | Path,
     module: ModuleOp,
@@ -97,54 +133,73 @@ def write_artifact(
     source_dir: Path | None = None,
     stats: dict[str, Any] | None = None,
 ) -> Path:
-    """Write the artifact folder ``out`` atomically; returns its path. ``build``: the target's files
-    (checksummed like the rest) and record; ``target_options``: the compile-time options used."""
+    """Write the artifact folder ``out`` atomically (:func:`artifact_dir`); returns its path.
+    ``build``: the target's files (checksummed like the rest) and record; ``target_options``: the
+    compile-time options used."""
+    with artifact_dir(out) as tmp:
+        fill_artifact(
+            tmp, module, store, target=target, pipeline=pipeline, target_options=target_options,
+            build=build, config=config, source_dir=source_dir, stats=stats,
+        )
+    return Path(out)
+
+
+def fill_artifact(
+    folder: Path,
+    module: ModuleOp,
+    store: WeightStore,
+    *,
+    target: str,
+    pipeline: str,
+    target_options: dict[str, Any] | None = None,
+    build: Build | None = None,
+    config: dict[str, Any] | None = None,
+    source_dir: Path | None = None,
+    stats: dict[str, Any] | None = None,
+) -> None:
+    """Write an artifact's files into ``folder`` (the temporary folder of :func:`artifact_dir`): the
+    weights the IR references (streamed tensor by tensor, checksummed while written), the IR, config,
+    tokenizer files, the target's files, then the manifest."""
     from xdsl.printer import Printer
 
-    out = Path(out)
-    if out.exists() and not (out / MANIFEST).is_file():
-        if not out.is_dir() or any(out.iterdir()):
-            raise ArtifactError(f"{out}: exists and is not a compiled artifact; refusing to overwrite it")
-    parent = out.parent if str(out.parent) else Path(".")
-    if not parent.is_dir():
-        raise ArtifactError(f"{out}: folder {parent} does not exist")
-    with atomic_dir(out) as tmp:
-        names = referenced_weights(module)
-        store.save(tmp / WEIGHTS_FILE, standalone=True, names=names)
-        clone = module.clone()
-        set_store_attr(clone, WEIGHTS_FILE)
-        with open(tmp / IR_FILE, "w") as f:
-            Printer(stream=f).print_op(clone)
-            f.write("\n")
-        if config is not None:
-            (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-        if source_dir is not None:
-            for fname in TOKENIZER_FILES:
-                if (source_dir / fname).is_file():
-                    shutil.copy2(source_dir / fname, tmp / fname)
-        build = build or Build()
-        for fname, data in build.files.items():
-            if Path(fname).name != fname or fname in (MANIFEST, IR_FILE, WEIGHTS_FILE, CONFIG_FILE, CACHE_DIR):
-                raise ValueError(f"target {target}: artifact file name {fname!r} is not a free plain name")
-            (tmp / fname).write_bytes(data)
-        files = {
-            p.name: {"bytes": p.stat().st_size, "sha256": sha256_of(p)}
-            for p in sorted(tmp.iterdir())
-            if p.is_file()
+    names = referenced_weights(module)
+    saved = store.save(folder / WEIGHTS_FILE, standalone=True, names=names)
+    clone = module.clone()
+    set_store_attr(clone, WEIGHTS_FILE)
+    with open(folder / IR_FILE, "w") as f:
+        Printer(stream=f).print_op(clone)
+        f.write("\n")
+    if config is not None:
+        (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    if source_dir is not None:
+        for fname in TOKENIZER_FILES:
+            if (source_dir / fname).is_file():
+                shutil.copy2(source_dir / fname, folder / fname)
+    build = build or Build()
+    for fname, data in build.files.items():
+        if Path(fname).name != fname or fname in (MANIFEST, IR_FILE, WEIGHTS_FILE, CONFIG_FILE, CACHE_DIR):
+            raise ValueError(f"target {target}: artifact file name {fname!r} is not a free plain name")
+        (folder / fname).write_bytes(data)
+    files = {
+        p.name: {
+            "bytes": p.stat().st_size,
+            "sha256": saved.sha256 if p.name == WEIGHTS_FILE and saved.sha256 else sha256_of(p),
         }
-        manifest = {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "target": {"name": target, "options": target_options or {}, "record": build.record},
-            "pipeline": pipeline,
-            "entries": _entries(module),
-            "versions": versions(),
-            "files": files,
-            "stats": stats or {},
-        }
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    return out
+        for p in sorted(folder.iterdir())
+        if p.is_file()
+    }
+    manifest = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "target": {"name": target, "options": target_options or {}, "record": build.record},
+        "pipeline": pipeline,
+        "entries": _entries(module),
+        "versions": versions(),
+        "files": files,
+        "stats": stats or {},
+    }
+    (folder / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
 
 
 def _entries(module: ModuleOp) -> list[str]:

@@ -91,7 +91,7 @@ def test_artifact_writes_are_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         raise OSError("disk full")
 
     monkeypatch.setattr(weights.WeightStore, "save", broken_save)
-    with pytest.raises(OSError):
+    with pytest.raises(ArtifactError, match=r"art: cannot write the artifact \(disk full\)"):
         mmfc.compile(tiny_model(4), pipeline="cse", out=out)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # the old artifact is intact
     assert [p.name for p in tmp_path.iterdir()] == ["art"]  # no temporary folder left
