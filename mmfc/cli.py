@@ -80,6 +80,9 @@ def _main(argv: Sequence[str] | None) -> int:
     if getattr(args, "_run", None) is None:
         parser.print_help()
         return EXIT_USER_ERROR
+    from mmfc import progress_bar
+
+    progress_bar.install()
     try:
         return int(args._run(args) or 0)
     except UserError as exc:
@@ -87,6 +90,12 @@ def _main(argv: Sequence[str] | None) -> int:
         return EXIT_USER_ERROR
     except BrokenPipeError:
         return 0
+    except Exception as exc:
+        from mmfc.passmanager import PassInternalError, report_internal_error
+
+        if isinstance(exc, PassInternalError):  # a pass crashed: a bug, one line and exit code 3
+            return report_internal_error(exc)
+        raise
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -160,10 +160,32 @@ def parse_pipeline(spec: str, passes: dict[str, PassFactory] | None = None) -> l
             raise UserError(f"unknown pass '{pass_spec.name}' ({hint})")
         pass_class = passes[pass_spec.name]()
         try:
-            result.append(pass_class.from_pass_spec(pass_spec))
+            made = pass_class.from_pass_spec(pass_spec)
         except (ValueError, TypeError) as exc:
             raise UserError(f"pass '{pass_spec.name}': {exc}") from None
+        _check_integer_options(pass_spec.name, made)
+        result.append(made)
     return result
+
+
+#: integer pass options become IR attributes and loop bounds: 64-bit signed integers
+_OPTION_INT_LIMIT = 2**63
+
+
+def _check_integer_options(name: str, made: ModulePass) -> None:
+    """A ``UserError`` for an integer option (of any pass, plugins included) that does not fit a
+    64-bit signed integer: it is the user's value, not a bug of the pass that would meet it later."""
+    if not dataclasses.is_dataclass(made):
+        return
+    for f in dataclasses.fields(made):
+        values = getattr(made, f.name, None)
+        for value in values if isinstance(values, tuple | list) else (values,):
+            if isinstance(value, int) and not isinstance(value, bool) and not -_OPTION_INT_LIMIT <= value < _OPTION_INT_LIMIT:
+                option = f.name.replace("_", "-")
+                raise UserError(
+                    f"pass '{name}': option {option}={value} is out of range (integer options are 64-bit: "
+                    f"[-2**63, 2**63))"
+                )
 
 
 def _describe_spec_error(spec: str, exc: ArgSpecParseError) -> str:

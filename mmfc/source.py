@@ -70,11 +70,39 @@ def check_checkpoint_dir(path: str | Path) -> Path:
 
 
 def preset_source(name: str, init_seed: int = 0) -> ModelSource:
-    """A preset by name (checked now, so a bad name fails before any work)."""
+    """A preset by name, with the seed of its random weights (both checked now, so a bad name or a
+    seed out of ``[0, 2**64)`` fails before any work)."""
+    from mmfc.dialects.seeds import check_seed
     from mmfc.frontends.torch.config import preset_config
 
     preset_config(name)
-    return ModelSource("preset", preset=name.lower(), init_seed=init_seed)
+    try:
+        seed = check_seed(init_seed, "init_seed")
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    return ModelSource("preset", preset=name.lower(), init_seed=seed)
+
+
+def seed_value(text: str) -> int:
+    """An argparse type for seeds (``--seed``, ``--init-seed``): an integer in ``[0, 2**64)``."""
+    from mmfc.dialects.seeds import check_seed
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    try:
+        return check_seed(value, "a seed")
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def add_init_seed_argument(parser: argparse.ArgumentParser) -> None:
+    """``--init-seed S``: the seed of a preset's random weights."""
+    parser.add_argument(
+        "--init-seed", metavar="S", type=seed_value, default=0,
+        help="seed of a preset's random weights, in [0, 2**64) (default 0)",
+    )
 
 
 def path_source(path: str | Path) -> ModelSource:
@@ -139,6 +167,8 @@ def source_from_args(args: argparse.Namespace, allow: tuple[Kind, ...] | None = 
         raise UserError("no model given: pass a path, --model DIR or --preset NAME")
     if args.preset is not None:
         source = preset_source(args.preset, getattr(args, "init_seed", 0))
+    elif args.model is not None and (Path(args.model) / MANIFEST_FILE).is_file():
+        source = path_source(args.model)  # a compiled artifact named with --model is an artifact
     elif args.model is not None:
         source = ModelSource("checkpoint", path=check_checkpoint_dir(args.model))
     else:
@@ -171,6 +201,13 @@ def load_config(source: ModelSource) -> HGRNBitConfig:
     assert source.path is not None
     if source.kind == "artifact":
         if not (source.path / CONFIG_FILE).is_file():
+            from mmfc.artifact import read_manifest
+
+            if CONFIG_FILE in (read_manifest(source.path).get("files") or {}):
+                raise UserError(
+                    f"{source.path / CONFIG_FILE}: listed in {MANIFEST_FILE} but missing (the artifact was "
+                    "modified; compile the model again)"
+                )
             raise UserError(f"{source.path}: this artifact has no {CONFIG_FILE} (compiled from bare IR); use `mmfc run`")
         return HGRNBitConfig.from_pretrained(source.path)
     if source.kind == "mlir":
@@ -257,6 +294,7 @@ def import_ir(source: ModelSource, entries: tuple[str, ...] = ("prefill", "decod
 __all__ = [
     "ImportedSource",
     "ModelSource",
+    "add_init_seed_argument",
     "add_model_arguments",
     "check_checkpoint_dir",
     "import_ir",
@@ -264,6 +302,7 @@ __all__ = [
     "load_model",
     "path_source",
     "preset_source",
+    "seed_value",
     "source_from_args",
     "source_of",
 ]

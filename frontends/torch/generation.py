@@ -9,9 +9,12 @@ and the loop ends when every row has finished or ``max_new_tokens`` tokens were 
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable, Sequence
 
 import torch
+
+from mmfc.dialects.seeds import check_seed
 
 Prefill = Callable[[torch.Tensor, "torch.Tensor | None"], Any]  # -> object with .logits [B,T,V], .state
 DecodeStep = Callable[[torch.Tensor, Any], "tuple[torch.Tensor, Any]"]  # ids [B] -> (logits [B,V], state)
@@ -23,7 +26,9 @@ def process_logits(
     """Apply temperature, top-k and top-p to ``logits [B, V]`` (filtered entries become -inf)."""
     scores = logits.to(torch.float32)
     if temperature is not None and temperature != 1.0:
-        scores = scores / temperature
+        # shifted by the row's maximum first (softmax does not change): a tiny temperature then
+        # sends the other scores to -inf instead of every score to +-inf (NaN probabilities)
+        scores = (scores - scores.amax(dim=-1, keepdim=True)) / temperature
     if top_k is not None and top_k > 0:
         k = min(top_k, scores.shape[-1])
         kth = torch.topk(scores, k, dim=-1).values[..., -1:]
@@ -38,11 +43,17 @@ def process_logits(
     return scores
 
 
-def validate_sampling(max_new_tokens: int, temperature: float, top_k: int | None, top_p: float | None) -> None:
+def validate_sampling(
+    max_new_tokens: int, temperature: float, top_k: int | None, top_p: float | None, seed: int | None = None
+) -> None:
+    """A ``ValueError`` for a sampling argument out of its range (temperature finite and > 0, top-k
+    >= 0, top-p in (0, 1], seed in [0, 2**64))."""
     if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
         raise ValueError(f"max_new_tokens must be a non-negative integer, got {max_new_tokens!r}")
-    if temperature is not None and not temperature > 0:
-        raise ValueError(f"temperature must be > 0, got {temperature!r}")
+    if temperature is not None and not 0 < temperature < math.inf:
+        raise ValueError(f"temperature must be finite and > 0, got {temperature!r}")
+    if seed is not None:
+        check_seed(seed)
     if top_k is not None and top_k < 0:
         raise ValueError(f"top_k must be >= 0, got {top_k!r}")
     if top_p is not None and not 0 < top_p <= 1:
@@ -64,7 +75,7 @@ def generate_loop(
     pad_token_id: int | None = None,
 ) -> torch.Tensor:
     """Prefill once, then one ``decode_step`` per new token; see the module docstring."""
-    validate_sampling(max_new_tokens, temperature, top_k, top_p)
+    validate_sampling(max_new_tokens, temperature, top_k, top_p, seed)
     input_ids = torch.as_tensor(input_ids)
     if input_ids.dim() == 1:
         input_ids = input_ids[None]

@@ -24,6 +24,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
+from mmfc.dialects.seeds import check_seed
 from mmfc.frontends.torch import numerics as tn
 from mmfc.frontends.torch.config import HGRNBitConfig, preset_config
 
@@ -390,8 +391,9 @@ class HGRNBitForCausalLM(nn.Module):
 @torch.no_grad()
 def init_reference_(model: nn.Module, seed: int, std: float | None = None) -> None:
     """The reference's random initialisation, seeded: normal(0, std) for BitLinear and embedding
-    weights, o_proj/down_proj divided by sqrt(2 L), unit norms, zero lower bounds."""
-    gen = torch.Generator(device="cpu").manual_seed(seed)
+    weights, o_proj/down_proj divided by sqrt(2 L), unit norms, zero lower bounds. ``seed`` lies in
+    ``[0, 2**64)`` (``ValueError`` otherwise)."""
+    gen = torch.Generator(device="cpu").manual_seed(check_seed(seed))
     config = getattr(model, "config", None)
     std = std if std is not None else getattr(config, "initializer_range", 0.02)
     n_layers = getattr(config, "num_hidden_layers", 1)
@@ -414,7 +416,7 @@ def init_reference_(model: nn.Module, seed: int, std: float | None = None) -> No
 def init_random_(model: nn.Module, seed: int, std: float = 0.05) -> nn.Module:
     """A discriminative random initialisation for tests: every float tensor random, RMSNorm weights
     around 1 (uniform 0.5..1.5), lower bounds normal(0, 1), BitLinear/embedding weights normal(0, std)."""
-    gen = torch.Generator(device="cpu").manual_seed(seed)
+    gen = torch.Generator(device="cpu").manual_seed(check_seed(seed))
     for name, module in model.named_modules():
         if isinstance(module, RMSNorm):
             module.weight.copy_(0.5 + torch.rand(module.weight.shape, generator=gen))

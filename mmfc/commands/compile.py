@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from mmfc.commands.target_options import add_target_arguments, target_options_from_args
-from mmfc.source import add_model_arguments
+from mmfc.source import add_init_seed_argument, add_model_arguments
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:  # type: ignore[type-arg]
@@ -29,7 +29,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     level.add_argument("-p", "--passes", dest="pipeline", metavar="PIPELINE", help="an explicit pass pipeline")
     p.add_argument("-o", "--output", metavar="OUT", required=True, help="the artifact folder to write")
     p.add_argument("--stats", action="store_true", help="print per-layer kernels, packed bytes and trit sparsity")
-    p.add_argument("--init-seed", type=int, default=0, help="seed of a preset's random weights (default 0)")
+    add_init_seed_argument(p)
     p.add_argument("--print-ir-after-all", action="store_true", help="print the IR after each pass on stderr")
     add_target_arguments(p, at=("compile", "load"))
     return p
@@ -37,10 +37,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     from mmfc.api import compile_artifact, pipeline_spec
+    from mmfc.artifact import check_artifact_target
     from mmfc.source import source_from_args
     from mmfc.targets import get_target
 
     source = source_from_args(args, allow=("checkpoint", "preset", "mlir"))
+    check_artifact_target(args.output)  # before any work (compile_artifact checks again as it starts)
     target = get_target(args.target)
     options = target_options_from_args(args, args.target, at=("compile", "load"))
     pipeline = args.pipeline if args.pipeline is not None else (args.level or "-O2")
@@ -52,7 +54,6 @@ def run(args: argparse.Namespace) -> int:
     if args.print_ir_after_all:
         options["print_ir_after_all"] = True
     start = time.perf_counter()
-    sys.stderr.write(f"pipeline: {spec or '(none)'}\n")
     compile_artifact(source, args.output, target=args.target, pipeline=spec, **options)
     seconds = time.perf_counter() - start
     manifest_stats = json.loads((Path(args.output) / "manifest.json").read_text()).get("stats", {})
@@ -63,9 +64,11 @@ def run(args: argparse.Namespace) -> int:
     per_layer = manifest_stats.get("kernels_per_layer") or ["-"]
     files = sorted(p.name for p in Path(args.output).iterdir() if p.is_file())
     sys.stderr.write(
+        f"pipeline: {spec or '(none)'}\n"
         f"kernels per layer: {'/'.join(str(k) for k in per_layer)}   launches per decode token: "
         f"{manifest_stats.get('decode_launches_per_token', 0)}   ternary weights: "
-        f"{manifest_stats.get('ternary_weight_bytes', 0) / 1e6:.2f} MB\n"
+        f"{manifest_stats.get('ternary_weight_bytes', 0) / 1e6:.2f} MB   all weights: "
+        f"{manifest_stats.get('weight_bytes', 0) / 1e6:.2f} MB\n"
         f"wrote {args.output}/ ({', '.join(files)}) in {seconds:.1f} s [target {target.name}]\n"
     )
     return 0

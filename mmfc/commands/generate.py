@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 import warnings
@@ -23,7 +24,15 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from mmfc.commands.target_options import add_target_arguments, target_options_from_args
-from mmfc.source import ModelSource, add_model_arguments, load_config, load_model, source_from_args
+from mmfc.source import (
+    ModelSource,
+    add_init_seed_argument,
+    add_model_arguments,
+    load_config,
+    load_model,
+    seed_value,
+    source_from_args,
+)
 from mmfc.dialects.diagnostics import UserError
 
 if TYPE_CHECKING:
@@ -69,10 +78,11 @@ def _float_in(low: float, high: float | None, low_open: bool = True) -> Any:
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
         too_low = value <= low if low_open else value < low
-        if too_low or (high is not None and not value <= high) or value != value:
+        if too_low or (high is not None and not value <= high) or not math.isfinite(value):
             lo = "(" if low_open else "["
             hi = f"{high}]" if high is not None else "inf)"
-            raise argparse.ArgumentTypeError(f"must lie in {lo}{low}, {hi}, got {text}")
+            finite = "" if high is not None else " and be finite"
+            raise argparse.ArgumentTypeError(f"must lie in {lo}{low}, {hi}{finite}, got {text}")
         return value
 
     return parse
@@ -182,11 +192,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         type=_float_in(0.0, 1.0),
         help="keep the smallest set with probability >= P, 0<P<=1",
     )
-    sampling.add_argument("--seed", metavar="S", type=int, default=0, help="sampling seed (default 0)")
-    p.add_argument("--ignore-eos", action="store_true", help="do not stop at the config's eos_token_id")
-    p.add_argument(
-        "--init-seed", metavar="S", type=int, default=0, help="seed of a preset's random weights (default 0)"
+    sampling.add_argument(
+        "--seed", metavar="S", type=seed_value, default=0, help="sampling seed, in [0, 2**64) (default 0)"
     )
+    p.add_argument("--ignore-eos", action="store_true", help="do not stop at the config's eos_token_id")
+    add_init_seed_argument(p)
     p.add_argument("--json", action="store_true", help="print one JSON object (ids, text, timing)")
     p.add_argument(
         "--debug-dump", metavar="DIR", help="ARTIFACT only: write each call's kernel outputs to DIR/NNN_<entry>/"

@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from mmfc.source import add_model_arguments, import_ir, source_from_args
+from mmfc.source import add_init_seed_argument, add_model_arguments, import_ir, source_from_args
 from mmfc.dialects.diagnostics import UserError
 
 
@@ -33,34 +33,35 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         choices=("prefill", "decode_step"),
         help="entry functions to emit (default: both); repeatable",
     )
-    p.add_argument("--init-seed", type=int, default=0, help="seed of a preset's random weights (default 0)")
+    add_init_seed_argument(p)
     p.add_argument("--print-op-generic", action="store_true", help="print the generic op form")
     return p
 
 
 def run(args: argparse.Namespace) -> int:
-    from mmfc.commands.opt import write_text_atomic
+    from mmfc.commands.opt import check_output_file, output_files, print_module
     from mmfc.dialects.context import mmfc_context
     from mmfc.dialects.weights import write_module_store
 
     source = source_from_args(args, allow=("checkpoint", "preset"))
     entries = tuple(args.entry or ("prefill", "decode_step"))
     out = None if args.output == "-" else Path(args.output)
-    if out is not None and not (out.parent if str(out.parent) else Path(".")).is_dir():
-        raise UserError(f"{out}: folder {out.parent} does not exist")
+    if out is not None:
+        if not (out.parent if str(out.parent) else Path(".")).is_dir():
+            raise UserError(f"{out}: folder {out.parent} does not exist")
+        check_output_file(out)  # before any work
     if out is None and source.kind == "preset" and args.store_dir is None:
         raise UserError("a preset's weights must be written somewhere: give -o OUT.mlir or --store-dir DIR")
     start = time.perf_counter()
     module = import_ir(source, entries).module
     module.verify()
-    store_path = write_module_store(module, out, store_dir=args.store_dir)
-    from mmfc.commands.opt import print_module
-
-    text = print_module(mmfc_context(), module, generic=args.print_op_generic)
+    with output_files(out) as files:  # the weights and the IR land together, or neither does
+        store_path = write_module_store(module, out, store_dir=args.store_dir, files=files)
+        text = print_module(mmfc_context(), module, generic=args.print_op_generic)
+        if out is not None:
+            files.write_text(out, text)
     if out is None:
         sys.stdout.write(text)
-    else:
-        write_text_atomic(out, text)
     seconds = time.perf_counter() - start
     n_ops = sum(1 for _ in module.walk())
     where = "stdout" if out is None else str(out)

@@ -1,7 +1,9 @@
-"""``mmfc info (--model DIR | --preset NAME) [--json]``: a model's shape, parameter count and weight sizes.
+"""``mmfc info (--model DIR | --preset NAME | ARTIFACT) [--json]``: a model's shape, parameter count and
+weight sizes.
 
 Everything is computed from the config alone (no weights are created or read), so ``mmfc info --preset
-2.7b`` answers at once. Sizes are in decimal units (1 MB = 10^6 bytes):
+2.7b`` answers at once; a compiled artifact is described from its config and manifest (target,
+pipeline, kernels, the weights as stored). Sizes are in decimal units (1 MB = 10^6 bytes):
 
 * ``bf16``: every parameter in 16 bits (what the released checkpoints hold);
 * ``2bit`` / ``base3``: the ternary matrices packed 4 or 5 trits per byte, each row padded to whole bytes
@@ -86,6 +88,26 @@ def describe(config: HGRNBitConfig, source: ModelSource) -> dict[str, Any]:
     }
     if source.kind == "preset":
         out["source"] = {"preset": source.preset, "quantized": False}
+    elif source.kind == "artifact":
+        from mmfc.artifact import read_manifest
+
+        assert source.path is not None
+        manifest = read_manifest(source.path)
+        files = manifest.get("files") or {}
+        stats = manifest.get("stats") or {}
+        out["source"] = {
+            "artifact": str(source.path),
+            "target": manifest["target"]["name"],
+            "target_options": manifest["target"].get("options") or {},
+            "pipeline": manifest.get("pipeline", ""),
+            "files_bytes": sum(int(f.get("bytes", 0)) for f in files.values() if isinstance(f, dict)),
+            "ternary_weight_bytes": stats.get("ternary_weight_bytes"),
+            "kernels_per_layer": stats.get("kernels_per_layer"),
+            "decode_launches_per_token": stats.get("decode_launches_per_token"),
+            "created": manifest.get("created"),
+            "mmfc_version": (manifest.get("versions") or {}).get("mmfc"),
+            "tokenizer": any(name in files for name in ("tokenizer.json", "tokenizer.model")),
+        }
     else:
         assert source.path is not None
         files = sorted(source.path.glob("*.safetensors"))
@@ -129,6 +151,20 @@ def render(facts: dict[str, Any]) -> str:
     ]
     if "preset" in src:
         lines.append(f"source: preset {src['preset']} (random weights from a seed, float masters)")
+    elif "artifact" in src:
+        pipeline = src["pipeline"] or "no pass"
+        kernels = "/".join(str(k) for k in src["kernels_per_layer"] or []) or "none (unfused)"
+        ternary = src["ternary_weight_bytes"]
+        tokenizer = "tokenizer included" if src["tokenizer"] else "no tokenizer (prompts as --prompt-ids)"
+        lines.append(
+            f"compiled artifact: {src['artifact']} (target {src['target']}, mmfc {src['mmfc_version']}, "
+            f"{src['created']})\n"
+            f"  pipeline: {pipeline}\n"
+            f"  kernels per layer: {kernels}   launches per decode token: {src['decode_launches_per_token']}   "
+            f"ternary weights as stored: {format_bytes(ternary) if ternary is not None else '?'}\n"
+            f"  {format_bytes(src['files_bytes'])} of files, {tokenizer}; run it with `mmfc generate "
+            f"{src['artifact']} ...`"
+        )
     else:
         kind = (
             "pre-quantized (int8 trits + float32 scales, mmfc-ternary)"
@@ -150,13 +186,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         description="Print a model's shape, parameter count and weight sizes (bf16, 2bit, base3), "
         "computed from its config alone.",
     )
-    add_model_arguments(p)
+    add_model_arguments(p, positional="ARTIFACT")
     p.add_argument("--json", action="store_true", help="print the same facts as one JSON object")
     return p
 
 
 def run(args: argparse.Namespace) -> int:
-    source = source_from_args(args, allow=("checkpoint", "preset"))
+    source = source_from_args(args, allow=("checkpoint", "preset", "artifact"))
     facts = describe(load_config(source), source)
     print(json.dumps(facts, indent=2) if args.json else render(facts))
     return 0

@@ -28,11 +28,15 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING
 
+from mmfc.dialects import files
 from mmfc.dialects.diagnostics import UserError
+from mmfc.dialects.files import AtomicFiles
 
 # print_module and write_text_atomic live with the pass manager; other commands import them from here
 from mmfc.passmanager import PassManager, print_module, write_text_atomic
@@ -125,35 +129,40 @@ def run(args: argparse.Namespace) -> int:
     passes = _pipeline(args)
     after = [name.strip() for value in args.print_ir_after for name in value.split(",") if name.strip()]
     PassManager(passes, print_ir_after=after)
+    out = Path(args.output) if args.output else None
+    if out is not None:
+        check_output_file(out)  # before any work: a folder in the way, a folder missing or read-only
     name, text = read_input(args.input)
     ctx = mmfc_context(allow_unregistered=args.allow_unregistered_dialect)
     chunks = split_input(text) if args.split_input_file else [(text, 0)]
     managers: list[PassManager] = []
     pieces: list[str] = []
     try:
-        for index, (chunk, line_offset) in enumerate(chunks):
-            if index:
-                pieces.append("// -----\n")
-            dump_dir = args.dump_dir
-            if dump_dir is not None and len(chunks) > 1:
-                dump_dir = str(Path(dump_dir) / f"chunk-{index:02d}")  # one numbering per chunk
-            manager = PassManager(
-                passes,
-                verify_each=args.verify_each,
-                print_ir_after_all=args.print_ir_after_all,
-                print_ir_after=after,
-                dump_dir=dump_dir,
-                timing=args.timing,
-                print_generic=args.print_op_generic,
-            )
-            managers.append(manager)
-            pieces.append(_process_chunk(ctx, args, manager, name, chunk, line_offset))
+        # the weights passes created and the IR land together, or neither does
+        with output_files(out) as files:
+            for index, (chunk, line_offset) in enumerate(chunks):
+                if index:
+                    pieces.append("// -----\n")
+                dump_dir = args.dump_dir
+                if dump_dir is not None and len(chunks) > 1:
+                    dump_dir = str(Path(dump_dir) / f"chunk-{index:02d}")  # one numbering per chunk
+                manager = PassManager(
+                    passes,
+                    verify_each=args.verify_each,
+                    print_ir_after_all=args.print_ir_after_all,
+                    print_ir_after=after,
+                    dump_dir=dump_dir,
+                    timing=args.timing,
+                    print_generic=args.print_op_generic,
+                )
+                managers.append(manager)
+                pieces.append(_process_chunk(ctx, args, manager, name, chunk, line_offset, files))
+            output = "".join(pieces)
+            if out is not None:
+                files.write_text(out, output)
     except PassInternalError as exc:
         return report_internal_error(exc)
-    output = "".join(pieces)
-    if args.output:
-        write_text_atomic(Path(args.output), output)
-    else:
+    if out is None:
         sys.stdout.write(output)
         sys.stdout.flush()
     if args.timing:
@@ -180,6 +189,7 @@ def _process_chunk(
     name: str,
     chunk: str,
     line_offset: int,
+    files: AtomicFiles | None = None,
 ) -> str:
     """The printed result of one chunk, or its diagnostic line when a --*-diagnostics flag asks for it."""
     from mmfc.dialects.source import SourceError, parse_module, verify_module
@@ -210,10 +220,34 @@ def _process_chunk(
     from mmfc.dialects.weights import write_module_store
 
     with manager.timed("write weights"):
-        write_module_store(module, Path(args.output) if args.output else None, store_dir=args.store_dir)
+        write_module_store(module, Path(args.output) if args.output else None, store_dir=args.store_dir, files=files)
     with manager.timed("print"):
         printed = print_module(ctx, module, generic=args.print_op_generic)
     return printed
+
+
+def check_output_file(path: Path) -> None:
+    """A ``UserError`` when the file ``path`` cannot be written (checked before any work): its folder
+    is missing or takes no new file, or a folder is in the way."""
+    if path.is_dir():
+        raise UserError(f"{path}: cannot write: is a directory")
+    try:
+        files.check_writable(path)
+    except OSError as exc:
+        raise UserError(f"{path}: cannot write: {exc.strerror or exc}") from None
+
+
+@contextmanager
+def output_files(out: Path | None) -> Iterator[AtomicFiles]:
+    """An :func:`~mmfc.dialects.files.atomic_files` block for a command's outputs (IR and the weight
+    store written for it): all of them land when the block ends, or none; what the system refuses is
+    a ``UserError`` naming the output."""
+    try:
+        with files.atomic_files() as block:
+            yield block
+    except OSError as exc:
+        where = exc.filename if exc.filename else (str(out) if out is not None else "output")
+        raise UserError(f"{where}: cannot write: {exc.strerror or exc}") from None
 
 
 def read_input(path: str) -> tuple[str, str]:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from mmfc.dialects.diagnostics import UserError
-from mmfc.source import add_model_arguments
+from mmfc.source import add_init_seed_argument, add_model_arguments
 
 #: published figures a simulation is reported next to: (arch preset, model shape) -> figure
 PUBLISHED = {
@@ -51,7 +51,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tokens", type=_positive, default=16, metavar="N", help="decode steps to simulate (default 16)")
     p.add_argument("--prompt-len", type=_positive, default=8, metavar="N", help="prompt tokens prefilled first (default 8)")
     p.add_argument("--batch", type=_positive, default=1, metavar="B", help="sequences decoded together (default 1)")
-    p.add_argument("--init-seed", type=int, default=0, help="seed of a preset's random weights (default 0)")
+    add_init_seed_argument(p)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:  # type: ignore[type-arg]
