@@ -127,3 +127,111 @@ def test_atomic_dir_merges_into_a_folder(tmp_path: Path, monkeypatch: pytest.Mon
             (tmp / "config.json").write_text("c3")
             raise RuntimeError("stop")
     assert tree(target) == {"README.md": "mine", "config.json": "c2", "weights": "w2"}
+
+
+# ------------------------------------------------------------------------------------------ issue 12
+
+
+def dead_pid() -> int:
+    """The pid of a process that has exited (a writer killed before it cleaned up)."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def stale_name(target: Path, kind: str, pid: int) -> Path:
+    """The name a writer with ``pid`` on this host gives its temporary of ``target``."""
+    return target.parent / f".{target.name}.mmfc-{kind}-{files._HOST}-{pid}-0123abcd"
+
+
+def test_a_dead_writers_temporaries_are_removed_by_the_next_writer(tmp_path: Path) -> None:
+    pid = dead_pid()
+    out = tmp_path / "art"
+    stale_dir = stale_name(out, "tmp", pid)
+    stale_dir.mkdir()
+    (stale_dir / "weights.safetensors").write_bytes(b"x" * 1000)  # as big as the artifact, once
+    stale_file = stale_name(tmp_path / "m.mlir", "tmp", os.getpid() + 10**7)  # no such pid either
+    stale_file.write_text("half")
+    live = stale_name(tmp_path / "other", "tmp", os.getpid())  # this process is alive: kept
+    live.write_text("mine")
+    elsewhere = tmp_path / ".x.mmfc-tmp-00000000-1-0123abcd"  # another host's: kept
+    elsewhere.write_text("theirs")
+    with files.atomic_dir(out) as tmp:
+        (tmp / "a").write_text("1")
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == sorted(["art", live.name, elsewhere.name])
+    files.write_text_atomic(tmp_path / "t.txt", "x")  # files clean up the same way
+
+
+def test_a_dead_writers_moved_aside_target_is_put_back(tmp_path: Path) -> None:
+    """Killed between moving the old artifact aside and renaming the new one in: nothing is lost."""
+    out = tmp_path / "art"
+    old = stale_name(out, "old", dead_pid())
+    old.mkdir()
+    (old / "manifest.json").write_text("the old artifact")
+    assert files.clean_stale(tmp_path) == [old]
+    assert (out / "manifest.json").read_text() == "the old artifact" and not old.exists()
+    old.mkdir()  # now the target exists: the moved-aside copy is the stale one
+    assert files.clean_stale(tmp_path) == [old] and not old.exists() and out.is_dir()
+
+
+def test_ctrl_c_during_the_commit_completes_it_first(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import signal
+
+    out = tmp_path / "art"
+    with files.atomic_dir(out) as tmp:
+        (tmp / "v").write_text("1")
+    real_replace = os.replace
+
+    def interrupted_replace(src: os.PathLike[str], dst: os.PathLike[str]) -> None:
+        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C lands in the middle of the renames
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", interrupted_replace)
+    with pytest.raises(files.InterruptedAfterCommit, match="art was written completely"):
+        with files.atomic_dir(out) as tmp:
+            (tmp / "v").write_text("2")
+    monkeypatch.undo()
+    assert tree(out) == {"v": "2"}
+    assert [p.name for p in tmp_path.iterdir()] == ["art"]  # no moved-aside folder left behind
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    with pytest.raises(KeyboardInterrupt):  # outside a commit, Ctrl-C is Ctrl-C again
+        os.kill(os.getpid(), signal.SIGINT)
+        import time
+
+        time.sleep(1)
+
+
+def test_folders_follow_the_umask(tmp_path: Path) -> None:
+    previous = os.umask(0o027)
+    try:
+        with files.atomic_dir(tmp_path / "art") as tmp:
+            files.write_text_atomic(tmp / "f", "x")
+    finally:
+        os.umask(previous)
+    assert mode_of(tmp_path / "art") == 0o750 and mode_of(tmp_path / "art" / "f") == 0o640
+
+
+def test_check_writable_probes_without_leaving_anything(tmp_path: Path) -> None:
+    files.check_writable(tmp_path / "new")
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(FileNotFoundError):
+        files.check_writable(tmp_path / "missing" / "new")
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(NotADirectoryError):
+        files.check_writable(tmp_path / "f" / "new")
+    readonly = tmp_path / "ro"
+    readonly.mkdir()
+    readonly.chmod(0o555)
+    try:
+        if os.geteuid() != 0:  # root writes anywhere but on read-only filesystems
+            with pytest.raises(PermissionError):
+                files.check_writable(readonly / "new")
+        elif Path("/sys").is_dir():
+            with pytest.raises(OSError):
+                files.check_writable(Path("/sys") / "mmfc-probe")
+    finally:
+        readonly.chmod(0o755)

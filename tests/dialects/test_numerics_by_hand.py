@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 
 from mmfc.dialects import numerics as nm
 from mmfc.frontends.torch import numerics as tn
@@ -221,3 +223,73 @@ def test_accum_and_dequant(impl: Callable) -> None:
     # s_x * s_w = 127: [254, -127, 0] / 127 = [2, -1, 0] (acc / (s_x * weight_scale) would be [8, -4, 0]).
     y = impl("dequant")(np.array([[254, -127, 0]], np.int32), f32([[63.5]]), np.array(0.5, F32))
     close(y, [[2.0, -1.0, 0.0]])
+
+
+# ------------------------------------------------------------------------------------------ issue 12: blocks
+
+
+def _pack_2bit_by_definition(trits: np.ndarray) -> np.ndarray:
+    """Four trits per byte, the first in the lowest bits: 0 -> 00, +1 -> 01, -1 -> 10 (padded with 0)."""
+    n, k = trits.shape
+    out = np.zeros((n, -(-k // 4)), np.uint8)
+    for i in range(n):
+        for j in range(k):
+            out[i, j // 4] |= {0: 0, 1: 1, -1: 2}[int(trits[i, j])] << (2 * (j % 4))
+    return out
+
+
+def _pack_base3_by_definition(trits: np.ndarray) -> np.ndarray:
+    """Five trits per byte: byte = sum (t_i + 1) * 3^i (padded with the trit 0)."""
+    n, k = trits.shape
+    out = np.zeros((n, -(-k // 5)), np.int64)
+    for i in range(n):
+        for j in range(-(-k // 5) * 5):
+            t = int(trits[i, j]) if j < k else 0
+            out[i, j // 5] += (t + 1) * 3 ** (j % 5)
+    return out.astype(np.uint8)
+
+
+@given(st.integers(1, 6), st.integers(0, 23), st.integers(0, 2**32 - 1))
+def test_packing_follows_the_definition(n: int, k: int, seed: int) -> None:
+    trits = np.random.default_rng(seed).integers(-1, 2, (n, k)).astype(np.int8)
+    for fmt, by_definition in (("2bit", _pack_2bit_by_definition), ("base3", _pack_base3_by_definition)):
+        packed = nm.pack(trits, fmt)
+        assert np.array_equal(packed, by_definition(trits)), fmt
+        assert np.array_equal(nm.unpack(packed, k, fmt), trits), fmt
+
+
+@given(st.integers(1, 5), st.integers(1, 19), st.integers(0, 2**32 - 1), st.floats(1e-3, 1.0))
+def test_ternarize_is_the_clamped_half_even_rounding(n: int, k: int, seed: int, scale: float) -> None:
+    rng = np.random.default_rng(seed)
+    w = (rng.standard_normal((n, k)) * scale).astype(np.float32)
+    s = np.float32(scale)
+    w.reshape(-1)[: min(3, w.size)] = [0.5 * s, -0.5 * s, 1.5 * s][: min(3, w.size)]  # the ties
+    x = w * nm.weight_inv_scale(s)
+    by_definition = np.clip(np.rint(x), -1, 1).astype(np.int8)
+    assert np.array_equal(nm.ternarize(w, s), by_definition)
+    for fmt in ("2bit", "base3"):
+        assert np.array_equal(nm.ternarize_packed(w, s, fmt), nm.pack(by_definition, fmt))
+
+
+def test_weight_scale_sums_one_float64_partial_per_block() -> None:
+    rows = 2 * nm.BLOCK_ELEMENTS // 64 + 7
+    w = np.random.default_rng(3).standard_normal((rows, 64)).astype(np.float32)
+    partials = [np.abs(w[b].astype(np.float64)).sum() for b in nm.row_blocks(w.shape)]
+    assert len(partials) == 3
+    want = np.float32(max(sum(partials) / w.size, nm.WEIGHT_SCALE_FLOOR))
+    trits, scale = nm.quant_weight(w)
+    assert scale == want and np.array_equal(trits, nm.ternarize(w, want))
+    small = w[:5]  # one block: the plain float64 mean
+    assert nm.quant_weight(small)[1] == np.float32(np.abs(small.astype(np.float64)).mean())
+
+
+def test_masks_hold_zeros_and_ones_only() -> None:
+    x = np.ones((1, 3, 2), np.float32)
+    assert np.array_equal(nm.apply_mask(x, np.array([[0, 1, 1]])), [[[0, 0], [1, 1], [1, 1]]])
+    with pytest.raises(ValueError, match="0 \\(padding\\) or 1, found 2"):
+        nm.apply_mask(x, np.array([[0, 2, 1]]))
+    with pytest.raises(ValueError, match="found -1"):
+        nm.input_gate(x, x, np.array([[1, 1, -1]]))
+    t = torch.ones(1, 3, 2)
+    with pytest.raises(ValueError, match="0 \\(padding\\) or 1, found 3"):  # the torch twin says the same
+        tn.input_gate(t, t, torch.tensor([[1, 3, 1]]))

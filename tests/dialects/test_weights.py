@@ -630,3 +630,111 @@ def test_writing_an_unopened_module_only_rewrites_the_path(tmp_path: Path) -> No
     assert W.get_store_attr(module) == "../a/w/m.weights.safetensors"
     with pytest.raises(W.StoreNotFoundError, match="m.weights.safetensors"):
         W.resolve_store(module)  # now resolved against b/m.mlir: the same (missing) file
+
+
+# ------------------------------------------------------------------------------------------ streaming (issue 12)
+
+
+def _rss_file_bytes() -> int:
+    """Resident file-backed memory of this process (Linux: RssFile of /proc/self/status)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("RssFile:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no RssFile line")
+
+
+def test_blocks_stream_a_tensor_as_get_returns_it(tmp_path: Path) -> None:
+    from mmfc.dialects import numerics as nm
+
+    expected = _torch_checkpoint(tmp_path / "ckpt")
+    store = W.open_store(tmp_path / "ckpt")
+    for name, want in expected.items():
+        blocks = list(store.blocks(name))
+        assert len(blocks) == len(nm.row_blocks(want.shape))
+        got = np.concatenate(blocks) if want.ndim else blocks[0]
+        assert _bits_equal(got, store.get(name)) and all(not b.flags.writeable for b in blocks)
+    rows = 3 * nm.BLOCK_ELEMENTS // 64 + 5  # several blocks, the last one short
+    memory = W.MemoryStore({"w": np.arange(rows * 64, dtype=np.float32).reshape(rows, 64)})
+    assert [b.shape[0] for b in memory.blocks("w")] == [s.stop - s.start for s in nm.row_blocks((rows, 64))]
+    assert _bits_equal(np.concatenate(list(memory.blocks("w"))), memory.get("w"))
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="reads Linux's /proc")
+def test_release_drops_a_mapped_tensors_pages(tmp_path: Path) -> None:
+    """Streaming a checkpoint holds one tensor's pages at a time, not the whole file's."""
+    big = np.random.default_rng(0).standard_normal((4096, 4096)).astype(np.float32)  # 64 MiB
+    save_file({"big": big}, str(tmp_path / "big.safetensors"))
+    store = W.FileStore(tmp_path / "big.safetensors")
+    before = _rss_file_bytes()
+    assert np.isfinite(store.get("big")).all()  # touches every page
+    touched = _rss_file_bytes() - before
+    store.release("big")
+    after = _rss_file_bytes() - before
+    assert touched > 48 * 2**20 and after < 8 * 2**20, (touched, after)
+    assert _bits_equal(store.get("big"), big)  # still readable: the pages fault back in
+
+
+def test_trits_held_packed_read_as_int8(tmp_path: Path) -> None:
+    from mmfc.dialects import numerics as nm
+
+    trits = np.random.default_rng(1).integers(-1, 2, (37, 23)).astype(np.int8)
+    store = W.MemoryStore()
+    store.put_packed_trits("t", nm.pack(trits, "2bit"), trits.shape, "2bit")
+    assert store.info("t") == W.TensorInfo((37, 23), "I8", np.dtype(np.int8))
+    assert _bits_equal(store.get("t"), trits) and _bits_equal(np.concatenate(list(store.blocks("t"))), trits)
+    held = store.packed_trits("t", "2bit")
+    assert held is store.packed_trits("t", "2bit")  # the bytes as held: no work
+    assert _bits_equal(store.packed_trits("t", "base3"), nm.pack(trits, "base3"))
+    saved = store.save(tmp_path / "s.safetensors")  # written as the int8 tensor it is
+    assert _header(tmp_path / "s.safetensors")["t"]["dtype"] == "I8" and _bits_equal(saved.get("t"), trits)
+    store.put("t", np.zeros((2, 2), np.int8))  # a plain put replaces the packed tensor
+    assert store.get("t").shape == (2, 2)
+    with pytest.raises(ValueError, match="uint8"):
+        store.put_packed_trits("u", np.zeros((37, 5), np.uint8), (37, 23), "2bit")
+    bad = W.MemoryStore({"t": np.full((2, 3), 2, np.int8)})
+    with pytest.raises(ValueError, match=r"\{-1, 0, \+1\}"):
+        bad.packed_trits("t", "2bit")
+
+
+def test_save_reports_the_checksum_of_what_it_wrote(tmp_path: Path) -> None:
+    import hashlib
+
+    store = W.MemoryStore({"a": np.arange(10, dtype=np.float32), "b": np.ones((3, 3), np.int8)})
+    saved = store.save(tmp_path / "s.safetensors", standalone=True)
+    assert saved.sha256 == hashlib.sha256((tmp_path / "s.safetensors").read_bytes()).hexdigest()
+
+
+def test_save_within_an_atomic_files_block_lands_with_the_block(tmp_path: Path) -> None:
+    from mmfc.dialects import files
+
+    store = W.MemoryStore({"a": np.arange(4, dtype=np.float32)})
+    target = tmp_path / "s.safetensors"
+    with files.atomic_files() as block:
+        saved = store.save(target, files=block)
+        assert not target.exists() and saved.path == target  # named by its final path already
+        assert _bits_equal(saved.get("a"), store.get("a"))
+        block.write_text(tmp_path / "m.mlir", "ir")
+    assert target.is_file() and (tmp_path / "m.mlir").read_text() == "ir"
+    with pytest.raises(RuntimeError):
+        with files.atomic_files() as block:
+            W.MemoryStore({"a": np.zeros(4, np.float32)}).save(target, files=block)
+            raise RuntimeError("the IR could not be written")
+    assert _bits_equal(W.FileStore(target).get("a"), store.get("a"))  # untouched
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.mlir", "s.safetensors"]
+
+
+def test_a_checkpoint_scale_stored_as_one_element_reads_as_a_scalar(tmp_path: Path) -> None:
+    import torch
+    from safetensors.torch import load_file as torch_load
+    from safetensors.torch import save_file as torch_save
+
+    _torch_checkpoint(tmp_path / "ckpt", quantized=True)
+    tensors = torch_load(str(tmp_path / "ckpt" / "model.safetensors"))
+    tensors["lm_head.weight_scale"] = tensors["lm_head.weight_scale"].reshape(1)
+    torch_save(tensors, str(tmp_path / "ckpt" / "model.safetensors"))
+    assert isinstance(tensors["lm_head.weight_scale"], torch.Tensor)
+    store = W.open_store(tmp_path / "ckpt")
+    assert store.info("lm_head.weight_scale").shape == () and store.get("lm_head.weight_scale").shape == ()
+    copied = store.save(tmp_path / "a.safetensors", standalone=True)  # e.g. into a compiled artifact
+    assert _header(tmp_path / "a.safetensors")["lm_head.weight_scale"]["shape"] == []
+    assert float(copied.get("lm_head.weight_scale")) == 0.125
