@@ -1,0 +1,206 @@
+"""Wall time and peak memory of ``mmfc compile --model DIR -O2`` on released-shape checkpoints (not CI).
+
+usage: python benchmarks/compile_time.py [--sizes 370m,1.3b,2.7b] [--seed 0] [--work DIR] [--keep]
+                                         [--target interp] [--json results.json]
+
+For each size the script first makes a checkpoint folder in the released format from ``--seed``
+(``config.json`` of the preset's shape, bf16 float masters with the reference's tensor names, split
+into ``model-0000i-of-0000n.safetensors`` shards of at most 2 GB with a
+``model.safetensors.index.json``: one file for 370M, two for 1.3B, three for 2.7B). The values are
+``N(0, 0.02)`` (norm weights ``1 + N(0, 0.02)``) drawn with numpy from the seed, one generator per
+tensor, so a folder is made the same on every machine. Then it runs, in a child process::
+
+    /usr/bin/time -f %M python -m mmfc compile --model DIR -O2 -o OUT --target TARGET
+
+and records the wall time, the child's peak RSS as ``/usr/bin/time -f %M`` reports it, and the peak
+of the RSS summed over the child's process tree (sampled from ``/proc`` every 50 ms), plus the load
+average before and after (the machine may be shared). Checkpoints and artifacts live in ``--work``
+(default: a temporary folder) and are removed at the end unless ``--keep`` (a kept checkpoint is
+reused by the next run with the same seed).
+
+The bar (issue 12): 2.7B in <= 60 s with <= 3 GB peak RSS on a 2-core machine (resolved: 90 s, 4 GB).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+SIZES = ("370m", "1.3b", "2.7b")
+MAX_SHARD_BYTES = 2 * 10**9
+SAMPLE_S = 0.05
+
+
+# ------------------------------------------------------------------------------------------ checkpoints
+
+
+def make_checkpoint(size: str, seed: int, folder: Path) -> Path:
+    """A released-format checkpoint of preset ``size`` with random bf16 masters from ``seed``."""
+    import numpy as np
+    import torch
+    from safetensors.torch import save_file
+
+    from mmfc.frontends.torch.checkpoint import expected_tensors
+    from mmfc.frontends.torch.config import preset_config
+
+    done = folder / ".complete"
+    if done.is_file():
+        return folder
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    config = preset_config(size)
+    config.save_pretrained(folder)
+    shapes = expected_tensors(config, quantized=False)
+    shards: list[list[str]] = [[]]
+    size_bytes = 0
+    for name, shape in shapes.items():
+        nbytes = 2 * int(np.prod(shape))
+        if shards[-1] and size_bytes + nbytes > MAX_SHARD_BYTES:
+            shards.append([])
+            size_bytes = 0
+        shards[-1].append(name)
+        size_bytes += nbytes
+    weight_map: dict[str, str] = {}
+    total = 0
+    for i, names in enumerate(shards):
+        fname = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
+        tensors = {}
+        for name in names:
+            index = list(shapes).index(name)
+            rng = np.random.default_rng([seed, index])
+            values = rng.standard_normal(shapes[name], dtype=np.float32) * np.float32(0.02)
+            if name.endswith("norm.weight"):
+                values += np.float32(1.0)
+            bits = (values.view(np.uint32) >> 16).astype(np.uint16)  # bf16: the upper half of float32
+            tensors[name] = torch.from_numpy(bits).view(torch.bfloat16)
+            weight_map[name] = fname
+            total += bits.nbytes
+        save_file(tensors, str(folder / fname), metadata={"format": "pt"})
+        del tensors
+    index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+    (folder / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
+    done.write_text("")
+    return folder
+
+
+# ------------------------------------------------------------------------------------------ measuring
+
+
+def _tree_rss_bytes(root: int) -> int:
+    """Resident set size summed over ``root`` and every descendant (from /proc; 0 once gone)."""
+    children: dict[int, list[int]] = {}
+    rss: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+            ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
+            with open(f"/proc/{entry}/statm") as f:
+                pages = int(f.read().split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+        rss[int(entry)] = pages * os.sysconf("SC_PAGE_SIZE")
+    total, todo = 0, [root]
+    while todo:
+        pid = todo.pop()
+        total += rss.get(pid, 0)
+        todo.extend(children.get(pid, []))
+    return total
+
+
+def measure(cmd: list[str]) -> dict[str, Any]:
+    """Run ``cmd`` under ``/usr/bin/time -f %M``; wall seconds, its peak RSS and the sampled tree peak."""
+    load_before = os.getloadavg()
+    timed = ["/usr/bin/time", "-f", "mmfc-bench-maxrss-kb %M", *cmd]
+    start = time.perf_counter()
+    proc = subprocess.Popen(timed, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    peak = 0
+    stop = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not stop.is_set():
+            peak = max(peak, _tree_rss_bytes(proc.pid))
+            stop.wait(SAMPLE_S)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    out, err = proc.communicate()
+    seconds = time.perf_counter() - start
+    stop.set()
+    sampler.join()
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed with exit code {proc.returncode}:\n{err}")
+    maxrss_kb = next(int(line.split()[1]) for line in err.splitlines() if line.startswith("mmfc-bench-maxrss-kb"))
+    return {
+        "wall_s": round(seconds, 2),
+        "time_maxrss_mb": round(maxrss_kb * 1024 / 1e6, 1),
+        "tree_peak_rss_mb": round(peak / 1e6, 1),
+        "load_before": [round(x, 2) for x in load_before],
+        "load_after": [round(x, 2) for x in os.getloadavg()],
+        "stderr": err,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default=",".join(SIZES), help="comma-separated presets (default: all three)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random checkpoints (default 0)")
+    parser.add_argument("--work", help="folder for checkpoints and artifacts (default: a temporary folder)")
+    parser.add_argument("--keep", action="store_true", help="keep the checkpoints (reused by the next run)")
+    parser.add_argument("--target", default="interp", help="compile target (default interp)")
+    parser.add_argument("--json", help="write the results here as JSON")
+    args = parser.parse_args()
+    sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
+    work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="mmfc-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    results = []
+    try:
+        for size in sizes:
+            start = time.perf_counter()
+            ckpt = make_checkpoint(size, args.seed, work / f"ckpt-{size}-seed{args.seed}")
+            made_s = time.perf_counter() - start
+            out = work / f"out-{size}"
+            shutil.rmtree(out, ignore_errors=True)
+            cmd = [sys.executable, "-m", "mmfc", "compile", "--model", str(ckpt), "-O2", "-o", str(out),
+                   "--target", args.target]
+            row = {"size": size, "checkpoint_bytes": sum(f.stat().st_size for f in ckpt.glob("*.safetensors")),
+                   "checkpoint_made_s": round(made_s, 1), **measure(cmd)}
+            row["artifact_bytes"] = sum(f.stat().st_size for f in out.iterdir() if f.is_file())
+            shutil.rmtree(out, ignore_errors=True)
+            if not args.keep:
+                shutil.rmtree(ckpt, ignore_errors=True)
+            results.append(row)
+            print(f"{size}: {row['wall_s']} s, /usr/bin/time %M {row['time_maxrss_mb']} MB, "
+                  f"process tree {row['tree_peak_rss_mb']} MB (load {row['load_before'][0]} -> {row['load_after'][0]})",
+                  flush=True)
+    finally:
+        if not args.work and not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    print(f"\n{'size':<6} {'wall s':>7} {'peak RSS MB (time %M)':>22} {'tree peak MB':>13} {'checkpoint GB':>14} "
+          f"{'artifact MB':>12} {'load':>11}")
+    for r in results:
+        print(f"{r['size']:<6} {r['wall_s']:>7.1f} {r['time_maxrss_mb']:>22.0f} {r['tree_peak_rss_mb']:>13.0f} "
+              f"{r['checkpoint_bytes'] / 1e9:>14.2f} {r['artifact_bytes'] / 1e6:>12.0f} "
+              f"{r['load_before'][0]:>5.2f}->{r['load_after'][0]:<5.2f}")
+    if args.json:
+        meta = {"cores": os.cpu_count(), "python": platform.python_version(), "machine": platform.machine()}
+        Path(args.json).write_text(json.dumps({"machine": meta, "results": results}, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
