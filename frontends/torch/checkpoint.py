@@ -3,7 +3,16 @@
 Reading never unpickles anything (safetensors only) and needs no ``transformers``. Every problem with a
 directory is one :class:`CheckpointError` naming the file, tensor or key: a missing, unexpected,
 wrongly shaped, wrongly typed or non-finite tensor; float weights that are already ternary-valued
-(the absmean pitfall of ``docs/model.md``); a pre-quantized tensor outside {-1, 0, +1}.
+(the absmean pitfall of ``docs/model.md``); a pre-quantized tensor outside {-1, 0, +1}; a weight
+scale that is not one positive float32.
+
+**One validation** (:func:`check_checkpoint`) serves the PyTorch loader (``from_pretrained``) and the
+importer (``mmfc import``, ``mmfc compile``): the folder is read through the weight store's
+:class:`~mmfc.dialects.weights.CheckpointStore` (memory-mapped), names, shapes and dtypes are checked
+against the config from the headers (:func:`open_checkpoint`), then every value by its role with the
+rules of :mod:`mmfc.dialects.weight_values` (:func:`check_values`: streamed block by block on every
+core, each tensor's pages released once checked). Whatever one refuses, the other refuses in the same
+words.
 
 Two kinds of checkpoint load into :class:`HGRNBitForCausalLM`:
 
@@ -25,10 +34,9 @@ imports ``transformers``.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -51,7 +59,6 @@ if TYPE_CHECKING:
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
 QUANT_CONFIG = {"quant_method": "mmfc-ternary", "weights": "int8-trits"}
-FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
 TOKENIZER_FILES = (
     "tokenizer.json",
     "tokenizer.model",
