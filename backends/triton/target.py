@@ -38,7 +38,13 @@ def _accumulate(value: Any) -> str:
     return text
 
 
-def _block(value: Any) -> int:
+GPU_BLOCK_N = 16
+INTERPRETER_BLOCK_N = 256
+
+
+def _block(value: Any) -> int | str:
+    if str(value).strip().lower() == "auto":
+        return "auto"
     block = int(value)
     if block < 1 or block & (block - 1):
         raise ValueError(f"must be a power of two, got {value}")
@@ -91,16 +97,19 @@ class TritonTarget(Target):
         ),
         TargetOption(
             "block_n",
-            "output features per program of the fused kernels at -O2 (a power of two; more programs for small models)",
+            "output features per program of the fused kernels at -O2 (a power of two, or auto: 16 when compiling "
+            "on a machine with a GPU, where a decode step needs many programs, else 256, for the interpreter)",
             parse=_block,
-            default=16,
+            default="auto",
         ),
     )
 
     def pipeline(self, level: str, standard: str, options: Mapping[str, Any]) -> str:
         """The standard pipeline, its kernels cut into programs of ``block_n`` output features: a
         decode step reads each weight once, and a GPU needs several programs per multiprocessor."""
-        block = int(options.get("block_n", 16))
+        block = options.get("block_n", "auto")
+        if block == "auto":
+            block = GPU_BLOCK_N if current_gpu() is not None else INTERPRETER_BLOCK_N
         cut = {
             "fuse-bitlinear": f"fuse-bitlinear{{block-n={block}}}",
             "fuse-recurrence": f"fuse-recurrence{{block-d={block}}}",
