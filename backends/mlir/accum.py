@@ -1,0 +1,151 @@
+"""The ternary accumulation ``acc[..., n] = sum_k q[..., k] * w[n, k]`` as upstream MLIR: integer
+adds and subtracts of int8 activations selected by trits, exact in int32.
+
+This is where decoding spends its time (every weight is read once per token), so the loops are
+shaped for the vectorizer, which wants unit-stride loads along the innermost (reduction) loop:
+
+* The packed bytes of one weight row are the innermost loop ``j``. Byte ``j`` of a ``2bit`` row
+  holds trits ``4j .. 4j+3`` (``base3``: ``5j .. 5j+4``), so the activations are first rearranged
+  into *planes*: plane ``i`` holds ``q[..., P*j + i]`` at position ``j`` (``P`` trits per byte; zero
+  past K, where the packed row's padding trits are zero too). Every plane is then read with unit
+  stride alongside the bytes, and one ``linalg.generic`` over ``(..., n, j)`` does all the work.
+* Each byte is unpacked with integer ops in the generic's body (``2bit``: the two bits of trit i are
+  bit ``2i`` (+1) and bit ``2i+1`` (-1); ``base3``: base-3 digits of the byte, digit 2 is +1 and
+  digit 0 is -1) and its P trits select ``+q``, ``-q`` or 0 in i16 (``-(-128)`` fits), summed in
+  i16 (at most 5 * 128) and added to the i32 accumulator.
+
+Unpacked trits (``!ternary.trits``, unfused IR) take the plain form: i16 products of i8 operands
+added to i32.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from xdsl.dialects.builtin import i8, i16, i32
+from xdsl.ir import Operation, SSAValue
+
+from mmfc.dialects import ternary as T
+from mmfc.dialects.numerics import PACK_FORMATS
+from mmfc.backends.mlir.emit import PARALLEL, REDUCTION, Emitter, affine, identity, shape
+
+
+def planes(e: Emitter, q: SSAValue, per_byte: int, width: int) -> list[SSAValue]:
+    """The ``per_byte`` planes of ``q [..., K]``: plane i is ``[..., width]`` with
+    ``plane_i[..., j] = q[..., per_byte*j + i]`` (0 where that index is past K)."""
+    sizes = e.sizes(q)
+    k = shape(q)[-1]
+    rank = len(sizes)
+    outs = [(e.empty([*sizes[:-1], width], i8), identity(rank)) for _ in range(per_byte)]
+
+    def body(b: Emitter, args: Sequence[SSAValue]) -> list[SSAValue]:
+        lead = [b.loop_index(d) for d in range(rank - 1)]
+        j = b.loop_index(rank - 1)
+        base = b.muli(j, b.index(per_byte))
+        values = []
+        for i in range(per_byte):
+            pos = b.addi(base, b.index(i))
+            inside = b.cmpi("ult", pos, b.index(k))
+            safe = b.select(inside, pos, b.index(0))
+            values.append(b.select(inside, b.extract(q, [*lead, safe]), b.int(0, i8)))
+        return values
+
+    return e.generic(rank, [], outs, [PARALLEL] * rank, body)
+
+
+def _select_product(b: Emitter, x16: SSAValue, plus: SSAValue, minus: SSAValue, zero: SSAValue) -> SSAValue:
+    """``+x`` where ``plus``, ``-x`` where ``minus``, else 0 (i16)."""
+    return b.select(plus, x16, b.select(minus, b.subi(zero, x16), zero))
+
+
+def _gemv(e: Emitter, xs: Sequence[SSAValue], w: SSAValue, unpack_byte) -> SSAValue:  # noqa: ANN001
+    """``acc[..., n] = sum_j sum_i trit_i(w[n, j]) * xs[i][..., j]``: one generic over ``(..., n, j)``;
+    ``unpack_byte(b, byte, xs16) -> [products]`` gives the i16 products of one byte."""
+    lead = e.sizes(xs[0])[:-1]
+    n = shape(w)[0]
+    rank = len(lead) + 2  # (..., n, j)
+    acc = e.filled([*lead, n], i32, e.int(0, i32))
+    x_map = affine(rank, [*range(rank - 2), rank - 1])
+    w_map = affine(rank, [rank - 2, rank - 1])
+    out_map = affine(rank, list(range(rank - 1)))
+
+    def body(b: Emitter, args: Sequence[SSAValue]) -> list[SSAValue]:
+        *x8, byte, total = args
+        x16 = [b.extsi(x, i16) for x in x8]
+        products = unpack_byte(b, byte, x16)
+        s = products[0]
+        for p in products[1:]:
+            s = b.addi(s, p)
+        return [b.addi(total, b.extsi(s, i32))]
+
+    inputs = [(x, x_map) for x in xs] + [(w, w_map)]
+    return e.generic(rank, inputs, [(acc, out_map)], [PARALLEL] * (rank - 1) + [REDUCTION], body)[0]
+
+
+def _unpack_2bit(b: Emitter, byte: SSAValue, x16: Sequence[SSAValue]) -> list[SSAValue]:
+    zero = b.int(0, i16)
+    return [_select_product(b, x, b.bit(byte, 2 * i), b.bit(byte, 2 * i + 1), zero) for i, x in enumerate(x16)]
+
+
+def _base3_digits(b: Emitter, byte: SSAValue, count: int) -> list[SSAValue]:
+    """The ``count`` base-3 digits of a byte (0..242), least significant first, as i16."""
+    v = b.extui(byte, i16)
+    three = b.int(3, i16)
+    digits = []
+    for _ in range(count):
+        digits.append(b.remui(v, three))
+        v = b.divui(v, three)
+    return digits
+
+
+def _unpack_base3(b: Emitter, byte: SSAValue, x16: Sequence[SSAValue]) -> list[SSAValue]:
+    zero = b.int(0, i16)
+    two = b.int(2, i16)
+    digits = _base3_digits(b, byte, len(x16))
+    return [_select_product(b, x, b.cmpi("eq", d, two), b.cmpi("eq", d, zero), zero) for x, d in zip(x16, digits)]
+
+
+def lower_accum(e: Emitter, op: Operation, q: SSAValue, w: SSAValue) -> SSAValue:
+    """``ternary.accum`` of int8 ``q [..., K]`` and a weight (trits ``[N, K]`` or packed bytes
+    ``[N, B]``, as :mod:`.arguments` passes them): the int32 ``[..., N]`` (module docstring)."""
+    wt = op.weight.type  # type: ignore[attr-defined]
+    if isinstance(wt, T.PackedType):
+        fmt = wt.format.data
+        per_byte = PACK_FORMATS[fmt]
+        xs = planes(e, q, per_byte, shape(w)[1])
+        return _gemv(e, xs, w, _unpack_2bit if fmt == "2bit" else _unpack_base3)
+    return _gemv(e, [q], w, lambda b, t, x16: [b.muli(x16[0], b.extsi(t, i16))])
+
+
+def lower_unpack(e: Emitter, op: Operation, packed: SSAValue) -> SSAValue:
+    """``ternary.unpack``: packed bytes ``[N, B]`` -> int8 trits ``[N, K]`` (one trit per element)."""
+    pt = op.packed.type  # type: ignore[attr-defined]
+    assert isinstance(pt, T.PackedType)
+    fmt = pt.format.data
+    per_byte = PACK_FORMATS[fmt]
+    n, k = shape(op.trits)  # type: ignore[attr-defined]
+    out = e.empty([n, k], i8)
+
+    def body(b: Emitter, args: Sequence[SSAValue]) -> list[SSAValue]:
+        row, col = b.loop_index(0), b.loop_index(1)
+        byte = b.extui(b.extract(packed, [row, b.divui(col, b.index(per_byte))]), i16)
+        position = b.index_cast(b.remui(col, b.index(per_byte)), i16)
+        return [b.trunci(_trit_at(b, byte, position, fmt), i8)]
+
+    return e.generic(2, [], [(out, identity(2))], [PARALLEL, PARALLEL], body)[0]
+
+
+def _trit_at(b: Emitter, byte: SSAValue, position: SSAValue, fmt: str) -> SSAValue:
+    """Trit number ``position`` of a packed byte (both i16), as an i16 in {-1, 0, 1}."""
+    one, zero = b.int(1, i16), b.int(0, i16)
+    if fmt == "2bit":
+        code = b.andi(b.shrui(byte, b.muli(position, b.int(2, i16))), b.int(3, i16))
+        return b.select(b.cmpi("eq", code, one), one, b.select(b.cmpi("eq", code, b.int(2, i16)), b.int(-1, i16), zero))
+    three = b.int(3, i16)
+    power = one
+    for p in range(1, 5):  # 3^position by selects (position < 5)
+        power = b.select(b.cmpi("uge", position, b.int(p, i16)), b.int(3**p, i16), power)
+    return b.subi(b.remui(b.divui(byte, power), three), one)
+
+
+__all__ = ["lower_accum", "lower_unpack", "planes"]
