@@ -80,7 +80,7 @@ def host_array(value: Any, t: Attribute, what: str) -> np.ndarray:
         return raw.view(np.int8)
     if isinstance(t, T.TritsType):
         return np.ascontiguousarray(np.asarray(value, dtype=np.int8))
-    if isinstance(t, Float32Type) or (isinstance(t, TensorType) and t.get_shape() == () and T.is_scale_type(t)):
+    if isinstance(t, Float32Type):
         return np.asarray(value, dtype=np.float32).reshape(())
     assert isinstance(t, TensorType)
     elem = t.get_element_type()
@@ -97,6 +97,21 @@ def host_array(value: Any, t: Attribute, what: str) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(value, dtype=value_dtype(t)))
 
 
+def host_dtype(t: Attribute) -> np.dtype:
+    """The numpy dtype of the host array of a value of type ``t`` (module table)."""
+    if isinstance(t, T.PackedType | T.TritsType):
+        return np.dtype(np.int8)
+    if is_bf16(t):
+        return np.dtype(np.uint16)
+    if isinstance(t, TensorType) and isinstance(t.get_element_type(), Float16Type):
+        return np.dtype(np.float16)
+    if isinstance(t, Float32Type) or (isinstance(t, TensorType) and isinstance(t.get_element_type(), Float64Type)):
+        return np.dtype(np.float32)
+    from mmfc.dialects.values import value_dtype
+
+    return value_dtype(t)
+
+
 def from_host_array(array: np.ndarray, t: Attribute) -> np.ndarray:
     """A result array of upstream type back in the representation of :mod:`mmfc.dialects.values`
     for ternary type ``t`` (packed bytes as uint8; a bf16 result as float32)."""
@@ -107,4 +122,4 @@ def from_host_array(array: np.ndarray, t: Attribute) -> np.ndarray:
     return np.asarray(array)
 
 
-__all__ = ["check_packed", "from_host_array", "host_array", "is_bf16", "upstream_type"]
+__all__ = ["check_packed", "from_host_array", "host_array", "host_dtype", "is_bf16", "upstream_type"]

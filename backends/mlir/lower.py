@@ -37,6 +37,9 @@ from mmfc.backends.mlir.arguments import upstream_type
 from mmfc.backends.mlir.emit import Emitter
 from mmfc.backends.mlir.ops import lower_op
 
+#: the name of the upstream module (``builtin.module @mmfc``), which IREE's runtime calls it by
+MODULE_NAME = "mmfc"
+
 
 @dataclass(frozen=True)
 class WeightArg:
@@ -249,6 +252,19 @@ class _FunctionLowering:
             self._record(name, label, index, results, outs)
 
 
+def check_lowerable(module: ModuleOp) -> None:
+    """A one-line ``UserError`` for IR the lowering cannot take (an op of another dialect, a call):
+    checked before any work."""
+    from mmfc.backends.mlir.ops import RULES
+
+    known = (T.WeightOp, T.KernelOp, T.YieldOp, func.FuncOp, func.ReturnOp, *RULES)
+    for op in module.walk():
+        if op is module:
+            continue
+        if not isinstance(op, known):
+            raise UserError(f"the iree-cpu target cannot lower {op.name}")
+
+
 def lower_module(module: ModuleOp, store: WeightStore | None, *, debug: bool = False) -> Lowered:
     """The upstream module of ``module`` (module docstring). ``store`` holds the weights the folded
     ops read (None: nothing may be folded)."""
@@ -290,7 +306,7 @@ def lower_module(module: ModuleOp, store: WeightStore | None, *, debug: bool = F
         funcs.append(func.FuncOp(fn.sym_name.data, (arg_types, [v.type for v in returned]), Region(block)))
         entries[fn.sym_name.data] = EntryPlan(fn.sym_name.data, list(fn.function_type.inputs.data), outputs, fl.records)
     constants = {w.name: folding.value(w.name) for w in weights if w.folded}
-    return Lowered(ModuleOp(funcs), weights, constants, entries)
+    return Lowered(ModuleOp(funcs, sym_name=StringAttr(MODULE_NAME)), weights, constants, entries)
 
 
-__all__ = ["DebugRecord", "EntryPlan", "Lowered", "WeightArg", "lower_module", "read_weight"]
+__all__ = ["MODULE_NAME", "check_lowerable", "DebugRecord", "EntryPlan", "Lowered", "WeightArg", "lower_module", "read_weight"]

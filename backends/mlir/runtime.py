@@ -1,0 +1,243 @@
+"""Run a compiled module with IREE's runtime: weights uploaded once, values kept on the device.
+
+The runner loads the ``.vmfb`` into an IREE context on the ``local-task`` driver (a worker thread per
+core) or ``local-sync`` (the caller's thread), and uploads every weight argument once, in the order
+the lowering fixed (:class:`~.lower.WeightArg`). ``run(entry, *inputs)`` passes the inputs (host
+arrays are uploaded; the runner's own device arrays, e.g. the recurrent state a previous step
+returned, are passed as they are) and then the same weight buffers, and returns IREE device
+arrays: the state of a decode step stays on the device for the next one; only ``download`` copies to
+the host.
+
+Debug mode (``run(..., dump_dir=D)``) runs the debug variant of the module (lowered with
+``debug=True`` and compiled on first use): it returns, after the results, every kernel's results
+and every body op's whole results, which are written to ``D`` in the shared dump format.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from xdsl.dialects.builtin import ModuleOp, TensorType
+from xdsl.ir import Attribute
+
+from mmfc.dialects import ternary as T
+from mmfc.dialects.diagnostics import UserError
+from mmfc.dialects.target import Runner
+from mmfc.dialects.weights import WeightStore
+from mmfc.backends.mlir.arguments import from_host_array, host_array, host_dtype, is_bf16
+from mmfc.backends.mlir.lower import MODULE_NAME
+
+DRIVERS = ("local-task", "local-sync")
+
+
+@dataclass(frozen=True)
+class WeightSpec:
+    """One weight argument as a runner uploads it: its name, where its value comes from (``folded``:
+    the build's constants, already in the argument's host representation; else the weight store) and,
+    for a stored weight, its ternary IR type (None for a folded one)."""
+
+    name: str
+    type: Attribute | None
+    folded: bool
+
+
+def weight_types(module: ModuleOp) -> dict[str, Attribute]:
+    """Symbol -> IR type of every ``ternary.weight`` of ``module``."""
+    return {op.sym.string_value(): op.result.type for op in module.walk() if isinstance(op, T.WeightOp)}
+
+
+class IreeRunner(Runner):
+    """The runner of the ``iree-cpu`` target (module docstring).
+
+    ``vmfb``: the compiled module (bytes, or the path of a file to map); ``weights``: the weight
+    arguments in order; ``constants``: host values of the folded ones; ``driver``: ``local-task`` or
+    ``local-sync``.
+    """
+
+    target = "iree-cpu"
+
+    def __init__(
+        self,
+        module: ModuleOp,
+        store: WeightStore,
+        vmfb: bytes | Path,
+        weights: Sequence[WeightSpec],
+        constants: Mapping[str, Any],
+        driver: str = "local-task",
+    ) -> None:
+        super().__init__(module, store)
+        import iree.runtime as rt
+
+        if driver not in DRIVERS:
+            raise UserError(f"target iree-cpu: unknown driver {driver!r} (expected {' or '.join(DRIVERS)})")
+        self.rt = rt
+        self.driver = driver
+        self.config = rt.Config(driver)
+        self.hal_device = self.config.device
+        self.context = rt.SystemContext(config=self.config)
+        if isinstance(vmfb, Path):
+            vm_module = rt.VmModule.mmap(self.context.instance, str(vmfb))
+        else:
+            vm_module = rt.VmModule.copy_buffer(self.context.instance, vmfb)
+        self.context.add_vm_module(vm_module)
+        self.functions = getattr(self.context.modules, MODULE_NAME)
+        self.weight_specs = list(weights)
+        self.weight_bytes = 0
+        self.weights = [self._upload_weight(w, constants) for w in self.weight_specs]
+        self._debug: Any = None  # (functions, plan) of the debug variant, made on first use
+        self.calls = 0
+
+    @property
+    def device(self) -> str:
+        threads = "a worker thread per core" if self.driver == "local-task" else "the caller's thread"
+        return f"IREE llvm-cpu on the host CPU ({self.driver}: {threads})"
+
+    # ------------------------------------------------------------------------------ values
+
+    def _upload_weight(self, w: WeightSpec, constants: Mapping[str, Any]) -> Any:
+        if w.folded:
+            array = np.ascontiguousarray(constants[w.name])
+            self.weight_bytes += array.nbytes
+            return self.rt.asdevicearray(self.hal_device, array)
+        assert w.type is not None
+        if self.store is None:
+            raise UserError(f"weight @{w.name} needs a weight store, but none was given")
+        raw = self.store.get(w.name)
+        value = np.float32(raw) if T.is_scale_type(w.type) and not isinstance(w.type, TensorType) else raw
+        array = host_array(value, w.type, f"weight @{w.name}")
+        self.weight_bytes += array.nbytes
+        return self._device_array(array, w.type)
+
+    def _device_array(self, array: np.ndarray, t: Attribute) -> Any:
+        element = self.rt.HalElementType.BFLOAT_16 if is_bf16(t) else None
+        return self.rt.asdevicearray(self.hal_device, array, element_type=element)
+
+    def upload(self, value: Any) -> Any:
+        if isinstance(value, self.rt.DeviceArray):
+            return value
+        if hasattr(value, "detach"):
+            value = value.detach().cpu().numpy()
+        return self.rt.asdevicearray(self.hal_device, np.ascontiguousarray(np.asarray(value)))
+
+    def download(self, value: Any) -> np.ndarray:
+        if isinstance(value, self.rt.DeviceArray):
+            return np.asarray(value.to_host())
+        return np.asarray(value)
+
+    # ------------------------------------------------------------------------------ running
+
+    def _inputs(self, entry: str, inputs: Sequence[Any]) -> list[Any]:
+        from mmfc.dialects.values import coerce_input
+
+        types = self.input_types(entry)  # a UserError naming the functions if there is no such entry
+        if len(inputs) != len(types):
+            noun = "input" if len(types) == 1 else "inputs"
+            raise UserError(f"@{entry} takes {len(types)} {noun}, got {len(inputs)}")
+        out = []
+        for i, (v, t) in enumerate(zip(inputs, types)):
+            if isinstance(v, self.rt.DeviceArray):
+                problem = _device_problem(v, t)
+                if problem is not None:
+                    raise UserError(f"@{entry}: input {i} has type {t}: {problem}")
+                out.append(v)
+                continue
+            if hasattr(v, "detach"):
+                v = v.detach().cpu().numpy()
+            value, problem = coerce_input(v, t)
+            if problem is not None:
+                raise UserError(f"@{entry}: input {i} has type {t}: {problem}")
+            out.append(self._device_array(host_array(value, t, f"@{entry} input {i}"), t))
+        self._check_ids(entry, inputs)
+        return out
+
+    def _check_ids(self, entry: str, inputs: Sequence[Any]) -> None:
+        """Token ids must index the embedding table (an out-of-range gather reads any memory):
+        checked on the host, as every target checks them."""
+        from xdsl.dialects import func
+
+        from mmfc.dialects.target import function_of
+
+        fn: func.FuncOp = function_of(self.module, entry)
+        args = list(fn.body.block.args)
+        for op in fn.body.walk():
+            if not isinstance(op, T.EmbeddingOp) or op.ids not in args:
+                continue
+            ids = inputs[args.index(op.ids)]
+            ids = self.download(ids) if isinstance(ids, self.rt.DeviceArray) else np.asarray(ids)
+            vocab = T.shape_of(op.table.type)[0]
+            if ids.size and (int(ids.min()) < 0 or int(ids.max()) >= vocab):
+                bad = ids[(ids < 0) | (ids >= vocab)].flatten()[0]
+                raise UserError(f"ternary.embedding: token id {int(bad)} is out of range [0, {vocab})")
+
+    def run(self, entry: str, *inputs: Any, dump_dir: str | Path | None = None) -> list[Any]:
+        args = self._inputs(entry, inputs)
+        self.calls += 1
+        if dump_dir is not None:
+            return self._run_debug(entry, args, Path(dump_dir))
+        results = getattr(self.functions, entry)(*args, *self.weights)
+        return _as_list(results)
+
+    # ------------------------------------------------------------------------------ debug mode
+
+    def _run_debug(self, entry: str, args: list[Any], dump_dir: Path) -> list[Any]:
+        from mmfc.dialects.dump import DumpWriter, OpRecord
+
+        functions, plan = self._debug_variant()
+        results = _as_list(getattr(functions, entry)(*args, *self.weights))
+        n_out = len(self.output_types(entry))
+        outputs, extra = results[:n_out], results[n_out:]
+        writer = DumpWriter(dump_dir)
+        position = 0
+        for index, record in enumerate(plan.entries[entry].records):
+            values = extra[position : position + len(record.types)]
+            position += len(record.types)
+            host = tuple(from_host_array(self.download(v), t) for v, t in zip(values, record.types))
+            writer(OpRecord(index, record.op, record.label, entry, None, host, ("",) * len(host), body=record.body))
+        return outputs
+
+    def _debug_variant(self) -> Any:
+        if self._debug is None:
+            from mmfc.backends.mlir.compiler import compile_vmfb, module_text
+            from mmfc.backends.mlir.lower import lower_module
+
+            plan = lower_module(self.module, self.store, debug=True)
+            names = [w.name for w in plan.weights]
+            if names != [w.name for w in self.weight_specs]:
+                raise UserError("target iree-cpu: the debug variant takes other weights than the module (compile again)")
+            vm_module = self.rt.VmModule.copy_buffer(self.context.instance, compile_vmfb(module_text(plan.module)))
+            context = self.rt.SystemContext(config=self.config)
+            context.add_vm_module(vm_module)
+            self._debug = (getattr(context.modules, MODULE_NAME), plan)
+        return self._debug
+
+    def close(self) -> None:
+        self.weights = []
+        self._debug = None
+
+
+def _as_list(results: Any) -> list[Any]:
+    if isinstance(results, tuple | list):
+        return list(results)
+    return [results]
+
+
+def _device_problem(v: Any, t: Attribute) -> str | None:
+    """Why a device array does not fit an argument of type ``t`` (None when it does)."""
+    from mmfc.backends.mlir.arguments import upstream_type
+
+    want = upstream_type(t)
+    assert isinstance(want, TensorType)
+    shape = tuple(v.shape)
+    dims = want.get_shape()
+    if len(shape) != len(dims) or any(d != T.DYN and d != s for d, s in zip(dims, shape)):
+        return f"a device array of shape {shape} does not fit"
+    if not is_bf16(t) and np.dtype(v.dtype) != host_dtype(t):
+        return f"a device array of dtype {v.dtype} does not fit"
+    return None
+
+
+__all__ = ["DRIVERS", "MODULE_NAME", "IreeRunner", "WeightSpec", "weight_types"]
