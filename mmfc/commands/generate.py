@@ -126,12 +126,26 @@ def timed(model: HGRNBitForCausalLM, timing: Timing) -> Iterator[None]:
         timing.decode_steps += 1
         return out
 
-    object.__setattr__(model, "prefill", timed_prefill)
-    object.__setattr__(model, "decode_step", timed_decode_step)
+    wrapped = {"prefill": timed_prefill, "decode_step": timed_decode_step}
+    inner_step = getattr(model, "_decode_step", None)
+    if inner_step is not None:  # a CompiledModel's generate steps through _decode_step(ids, state, keep=...)
+        del wrapped["decode_step"]  # (its decode_step calls _decode_step too: count each step once)
+
+        def timed_inner_step(input_ids: Any, state: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            out = inner_step(input_ids, state, **kwargs)
+            timing.decode_s += time.perf_counter() - start
+            timing.decode_steps += 1
+            return out
+
+        wrapped["_decode_step"] = timed_inner_step
+    for name, fn in wrapped.items():
+        object.__setattr__(model, name, fn)
     try:
         yield
     finally:
-        del model.__dict__["prefill"], model.__dict__["decode_step"]
+        for name in wrapped:
+            del model.__dict__[name]
 
 
 # ------------------------------------------------------------------------------------------ command
