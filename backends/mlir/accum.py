@@ -123,7 +123,7 @@ def lower_unpack(e: Emitter, op: Operation, packed: SSAValue) -> SSAValue:
     assert isinstance(pt, T.PackedType)
     fmt = pt.format.data
     per_byte = PACK_FORMATS[fmt]
-    n, k = shape(op.trits)  # type: ignore[attr-defined]
+    n, k = T.shape_of(op.trits.type)  # type: ignore[attr-defined]
     out = e.empty([n, k], i8)
 
     def body(b: Emitter, args: Sequence[SSAValue]) -> list[SSAValue]:

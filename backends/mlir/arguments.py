@@ -75,26 +75,26 @@ def host_array(value: Any, t: Attribute, what: str) -> np.ndarray:
     float32 values) as the host array of its upstream argument (module table). Packed bytes are
     checked (:func:`check_packed`)."""
     if isinstance(t, T.PackedType):
-        raw = np.ascontiguousarray(np.asarray(value, dtype=np.uint8))
+        raw = c_order(np.asarray(value, dtype=np.uint8))
         check_packed(raw, t.format.data, what)
         return raw.view(np.int8)
     if isinstance(t, T.TritsType):
-        return np.ascontiguousarray(np.asarray(value, dtype=np.int8))
+        return c_order(np.asarray(value, dtype=np.int8))
     if isinstance(t, Float32Type):
         return np.asarray(value, dtype=np.float32).reshape(())
     assert isinstance(t, TensorType)
     elem = t.get_element_type()
     if isinstance(elem, BFloat16Type):
         # bf16 is the high half of an f32: exact for values read from a bf16 tensor
-        bits = np.ascontiguousarray(np.asarray(value, dtype=np.float32)).view(np.uint32)
+        bits = c_order(np.asarray(value, dtype=np.float32)).view(np.uint32)
         return (bits >> 16).astype(np.uint16)
     if isinstance(elem, Float16Type):
-        return np.ascontiguousarray(np.asarray(value, dtype=np.float16))
+        return c_order(np.asarray(value, dtype=np.float16))
     if isinstance(elem, Float32Type | Float64Type):
-        return np.ascontiguousarray(np.asarray(value, dtype=np.float32))
+        return c_order(np.asarray(value, dtype=np.float32))
     from mmfc.dialects.values import value_dtype
 
-    return np.ascontiguousarray(np.asarray(value, dtype=value_dtype(t)))
+    return c_order(np.asarray(value, dtype=value_dtype(t)))
 
 
 def host_dtype(t: Attribute) -> np.dtype:
@@ -122,4 +122,10 @@ def from_host_array(array: np.ndarray, t: Attribute) -> np.ndarray:
     return np.asarray(array)
 
 
-__all__ = ["check_packed", "from_host_array", "host_array", "host_dtype", "is_bf16", "upstream_type"]
+
+def c_order(array: object) -> np.ndarray:
+    """A C-contiguous array, keeping a 0-d array 0-d (``np.ascontiguousarray`` makes it 1-d)."""
+    return np.require(np.asarray(array), requirements="C")
+
+
+__all__ = ["c_order", "check_packed", "from_host_array", "host_array", "host_dtype", "is_bf16", "upstream_type"]

@@ -28,7 +28,7 @@ from mmfc.dialects import ternary as T
 from mmfc.dialects.diagnostics import UserError
 from mmfc.dialects.target import Runner
 from mmfc.dialects.weights import WeightStore
-from mmfc.backends.mlir.arguments import from_host_array, host_array, host_dtype, is_bf16
+from mmfc.backends.mlir.arguments import c_order, from_host_array, host_array, host_dtype, is_bf16
 from mmfc.backends.mlir.lower import MODULE_NAME
 
 DRIVERS = ("local-task", "local-sync")
@@ -100,9 +100,9 @@ class IreeRunner(Runner):
 
     def _upload_weight(self, w: WeightSpec, constants: Mapping[str, Any]) -> Any:
         if w.folded:
-            array = np.ascontiguousarray(constants[w.name])
+            array = c_order(constants[w.name])
             self.weight_bytes += array.nbytes
-            return self.rt.asdevicearray(self.hal_device, array)
+            return self._device_array(array)
         assert w.type is not None
         if self.store is None:
             raise UserError(f"weight @{w.name} needs a weight store, but none was given")
@@ -112,16 +112,28 @@ class IreeRunner(Runner):
         self.weight_bytes += array.nbytes
         return self._device_array(array, w.type)
 
-    def _device_array(self, array: np.ndarray, t: Attribute) -> Any:
-        element = self.rt.HalElementType.BFLOAT_16 if is_bf16(t) else None
-        return self.rt.asdevicearray(self.hal_device, array, element_type=element)
+    def _device_array(self, array: np.ndarray, t: Attribute | None = None) -> Any:
+        """A host array copied into a device buffer; a bf16 tensor's uint16 bits typed as bf16 (numpy
+        has no bf16, and ``asdevicearray`` types a buffer by its numpy dtype)."""
+        rt = self.rt
+        array = c_order(array)
+        if t is None or not is_bf16(t):
+            return rt.asdevicearray(self.hal_device, array)
+        view = self.hal_device.allocator.allocate_buffer_copy(
+            memory_type=rt.MemoryType.DEVICE_LOCAL,
+            allowed_usage=rt.BufferUsage.DEFAULT,
+            device=self.hal_device,
+            buffer=array,
+            element_type=rt.HalElementType.BFLOAT_16,
+        )
+        return rt.DeviceArray(self.hal_device, view, override_dtype=array.dtype)
 
     def upload(self, value: Any) -> Any:
         if isinstance(value, self.rt.DeviceArray):
             return value
         if hasattr(value, "detach"):
             value = value.detach().cpu().numpy()
-        return self.rt.asdevicearray(self.hal_device, np.ascontiguousarray(np.asarray(value)))
+        return self._device_array(np.asarray(value))
 
     def download(self, value: Any) -> np.ndarray:
         if isinstance(value, self.rt.DeviceArray):
@@ -238,6 +250,7 @@ def _device_problem(v: Any, t: Attribute) -> str | None:
     if not is_bf16(t) and np.dtype(v.dtype) != host_dtype(t):
         return f"a device array of dtype {v.dtype} does not fit"
     return None
+
 
 
 __all__ = ["DRIVERS", "MODULE_NAME", "IreeRunner", "WeightSpec", "weight_types"]

@@ -14,7 +14,7 @@ import mmfc
 from mmfc.dialects import numerics as nm
 from mmfc.testing import Reference, check_against_reference
 
-TARGETS = ["interp"]
+TARGETS = ["interp", "iree-cpu"]
 
 @pytest.mark.parametrize("target", TARGETS)
 @pytest.mark.parametrize("pipeline", ["-O0", "-O2"])
