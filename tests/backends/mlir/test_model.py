@@ -17,6 +17,7 @@ test module (an IREE compile takes seconds):
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 import tempfile
 
 import numpy as np
@@ -191,3 +192,24 @@ def test_state_stays_on_the_device_and_weights_are_uploaded_once(monkeypatch: py
     # prefill: ids, mask and the zero states; each step: its ids only (the state is handed back as is)
     assert sorted(uploads) == sorted([(1, 3), (1, 3), (1, 22), (1, 22), (1,), (1,), (1,)])
     assert runner.weights == weights and runner.weight_bytes > 0
+
+
+def test_a_bf16_checkpoint_keeps_its_bf16_tensors(tmp_path: Path) -> None:
+    """Norms and the embedding stored in bf16 are passed as bf16 arguments (converted in the
+    kernels, exactly), in the artifact and in ``--emit mlir``'s weights file."""
+    from safetensors.torch import save_file
+
+    from mmfc.backends.mlir.export import export_upstream
+    from mmfc.dialects.weights import WeightStore
+
+    model = torch_model(13, 21, 9)
+    model.save_pretrained(tmp_path / "ckpt")
+    save_file({k: v.to(torch.bfloat16) for k, v in model.state_dict().items()}, str(tmp_path / "ckpt" / "model.safetensors"))
+    reloaded = HGRNBitForCausalLM.from_pretrained(tmp_path / "ckpt")
+    compiled = mmfc.compile(tmp_path / "ckpt", target="iree-cpu")
+    ids = torch.tensor([[3, 1, 4, 1, 5, 9, 2, 6]])
+    assert_logits_close(compiled(ids).logits, reloaded(ids).logits)
+    export_upstream(compiled.module, compiled.runner.store, tmp_path / "m.mlir")
+    stored = WeightStore.open(tmp_path / "m.weights.safetensors")
+    assert stored.info("model.embeddings.weight").stored == "BF16"
+    assert "tensor<37x13xbf16>" in (tmp_path / "m.mlir").read_text()
