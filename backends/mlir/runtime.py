@@ -86,8 +86,7 @@ class IreeRunner(Runner):
         self.context.add_vm_module(vm_module)
         self.functions = getattr(self.context.modules, MODULE_NAME)
         self.weight_specs = list(weights)
-        self.weight_bytes = 0
-        self.weights = [self._upload_weight(w, constants) for w in self.weight_specs]
+        self._upload_weights(constants)
         self._debug: Any = None  # (functions, plan) of the debug variant, made on first use
         self.calls = 0
 
@@ -98,19 +97,29 @@ class IreeRunner(Runner):
 
     # ------------------------------------------------------------------------------ values
 
-    def _upload_weight(self, w: WeightSpec, constants: Mapping[str, Any]) -> Any:
-        if w.folded:
-            array = c_order(constants[w.name])
-            self.weight_bytes += array.nbytes
-            return self._device_array(array)
+    def _upload_weights(self, constants: Mapping[str, Any]) -> None:
+        """Every weight argument, in order, into one huge-page arena imported by IREE (:mod:`.arena`)."""
+        from iree.runtime.dtypes import map_dtype_to_hal_element_type
+
+        from mmfc.backends.mlir.arena import WeightArena
+
+        arrays, element_types = [], []
+        for w in self.weight_specs:
+            array = c_order(constants[w.name]) if w.folded else self._stored_weight(w)
+            arrays.append(array)
+            bf16 = w.type is not None and is_bf16(w.type)
+            element_types.append(int(self.rt.HalElementType.BFLOAT_16 if bf16 else map_dtype_to_hal_element_type(array.dtype)))
+        self.arena = WeightArena(arrays)
+        self.weight_bytes = self.arena.nbytes
+        self.weights = self.arena.device_arrays(self.rt, self.hal_device, element_types)
+
+    def _stored_weight(self, w: WeightSpec) -> np.ndarray:
         assert w.type is not None
         if self.store is None:
             raise UserError(f"weight @{w.name} needs a weight store, but none was given")
         raw = self.store.get(w.name)
         value = np.float32(raw) if T.is_scale_type(w.type) and not isinstance(w.type, TensorType) else raw
-        array = host_array(value, w.type, f"weight @{w.name}")
-        self.weight_bytes += array.nbytes
-        return self._device_array(array, w.type)
+        return host_array(value, w.type, f"weight @{w.name}")
 
     def _device_array(self, array: np.ndarray, t: Attribute | None = None) -> Any:
         """A host array copied into a device buffer; a bf16 tensor's uint16 bits typed as bf16 (numpy
@@ -229,6 +238,7 @@ class IreeRunner(Runner):
     def close(self) -> None:
         self.weights = []
         self._debug = None
+        self.arena = None
 
 
 def _as_list(results: Any) -> list[Any]:
