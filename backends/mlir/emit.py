@@ -303,6 +303,23 @@ class Emitter:
             )
         )
 
+    def split_last(self, value: SSAValue, outer: int, inner: int) -> SSAValue:
+        """``[..., outer * inner] -> [..., outer, inner]`` (``tensor.expand_shape``)."""
+        dims = shape(value)
+        assert dims[-1] == outer * inner, (dims, outer, inner)
+        sizes = self.sizes(value)
+        groups = [[d] for d in range(len(dims) - 1)] + [[len(dims) - 1, len(dims)]]
+        out_sizes = [*sizes[:-1], outer, inner]
+        return self._r(
+            tensor.ExpandShapeOp(
+                value,
+                [s for s in out_sizes if not isinstance(s, int)],
+                _reassociation(groups),
+                [s if isinstance(s, int) else DYNAMIC_INDEX for s in out_sizes],
+                tensor_type(out_sizes, element(value)),
+            )
+        )
+
     def _reshape(self, cls: type[Operation], value: SSAValue, groups: list[list[int]], result: TensorType) -> SSAValue:
         op = cls.build(operands=[value], result_types=[result], properties={"reassociation": _reassociation(groups)})
         return self._r(op)

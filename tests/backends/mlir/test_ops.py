@@ -30,6 +30,8 @@ from mmfc.dialects.values import coerce_input
 FLOAT_RTOL = 1e-5
 NO_SHRINK = (Phase.explicit, Phase.reuse, Phase.generate)
 K, N, L, V = 23, 7, 3, 11  # feature dim, weight rows, layers, vocabulary
+# wide rows: whole blocks of 64 packed bytes and a rest (2bit: 138 bytes; base3: 110), and whole blocks only
+WIDE, WHOLE = 549, 1024
 D = T.DYN
 
 
@@ -55,6 +57,11 @@ FUNCTIONS: dict[str, tuple[list[Attribute], OpMaker]] = {
     "accum_base3": ([t(D, K, elem=i8), T.PackedType((N, K), "base3")], lambda fb, a: T.AccumOp(a[0], a[1])),
     "accum_2bit_3d": ([t(D, D, K, elem=i8), T.PackedType((N, K), "2bit")], lambda fb, a: T.AccumOp(a[0], a[1])),
     "accum_base3_3d": ([t(D, D, K, elem=i8), T.PackedType((N, K), "base3")], lambda fb, a: T.AccumOp(a[0], a[1])),
+    "accum_2bit_wide": ([t(D, WIDE, elem=i8), T.PackedType((N, WIDE), "2bit")], lambda fb, a: T.AccumOp(a[0], a[1])),
+    "accum_base3_wide": ([t(D, WIDE, elem=i8), T.PackedType((N, WIDE), "base3")], lambda fb, a: T.AccumOp(a[0], a[1])),
+    "accum_2bit_wide_3d": ([t(D, D, WIDE, elem=i8), T.PackedType((N, WIDE), "2bit")], lambda fb, a: T.AccumOp(a[0], a[1])),
+    "accum_2bit_whole": ([t(D, WHOLE, elem=i8), T.PackedType((N, WHOLE), "2bit")], lambda fb, a: T.AccumOp(a[0], a[1])),
+    "accum_trits_wide": ([t(D, WIDE, elem=i8), T.TritsType((N, WIDE))], lambda fb, a: T.AccumOp(a[0], a[1])),
     "unpack_2bit": ([T.PackedType((N, K), "2bit")], lambda fb, a: T.UnpackOp(a[0])),
     "unpack_base3": ([T.PackedType((N, K), "base3")], lambda fb, a: T.UnpackOp(a[0])),
     "dequant": ([t(D, N, elem=i32), t(D, 1), f32], lambda fb, a: T.DequantOp(a[0], a[1], a[2])),
@@ -191,6 +198,15 @@ def test_integer_ops_are_exact(ops: tuple[ModuleOp, Any], seed: int, rows: int, 
         check(module, runner, f"accum_{fmt}", [x8, packed])
         check(module, runner, f"accum_{fmt}_3d", [x8_3d, packed])
         check(module, runner, f"unpack_{fmt}", [packed])
+    for width, suffix in ((WIDE, "wide"), (WHOLE, "whole")):
+        wide = rng.integers(-1, 2, (N, width)).astype(np.int8)
+        x_wide = rng.integers(-128, 128, (rows, width)).astype(np.int8)
+        check(module, runner, f"accum_2bit_{suffix}", [x_wide, nm.pack(wide, "2bit")])
+        if width == WIDE:
+            check(module, runner, "accum_base3_wide", [x_wide, nm.pack(wide, "base3")])
+            check(module, runner, "accum_trits_wide", [x_wide, wide])
+            x3 = rng.integers(-128, 128, (rows, steps, width)).astype(np.int8)
+            check(module, runner, "accum_2bit_wide_3d", [x3, nm.pack(wide, "2bit")])
     acc = rng.integers(-127 * K, 127 * K, (rows, N)).astype(np.int32)
     scale = (127 / np.abs(floats(rng, rows, 1)).clip(1e-3)).astype(np.float32)
     check(module, runner, "dequant", [acc, scale, np.float32(rng.random() + 0.01)])
@@ -199,15 +215,17 @@ def test_integer_ops_are_exact(ops: tuple[ModuleOp, Any], seed: int, rows: int, 
 
 
 def test_extreme_accumulations_are_exact(ops: tuple[ModuleOp, Any]) -> None:
-    """Every activation -128 against every trit -1 (and +1): the largest sums, signs included."""
+    """Every activation -128 against every trit -1 (and +1): the largest sums, signs included (the
+    16-bit block sums of wide rows are at their bound)."""
     module, runner = ops
-    x8 = np.full((2, K), -128, np.int8)
-    x8[1] = 127
-    for trit in (-1, 1):
-        trits = np.full((N, K), trit, np.int8)
-        for fmt in ("2bit", "base3"):
-            (acc,) = check(module, runner, f"accum_{fmt}", [x8, nm.pack(trits, fmt)])
-            assert acc[0, 0] == -128 * K * trit
+    for k, suffix in ((K, ""), (WIDE, "_wide")):
+        x8 = np.full((2, k), -128, np.int8)
+        x8[1] = 127
+        for trit in (-1, 1):
+            trits = np.full((N, k), trit, np.int8)
+            for fmt in ("2bit", "base3"):
+                (acc,) = check(module, runner, f"accum_{fmt}{suffix}", [x8, nm.pack(trits, fmt)])
+                assert acc[0, 0] == -128 * k * trit and acc[1, 0] == 127 * k * trit
 
 
 def test_rounding_is_half_away_from_zero(ops: tuple[ModuleOp, Any]) -> None:
