@@ -80,8 +80,10 @@ def identity(num_dims: int) -> AffineMap:
 class Emitter:
     """Inserts ops at one insertion point (module docstring)."""
 
-    def __init__(self, builder: Builder) -> None:
+    def __init__(self, builder: Builder, facts: dict[SSAValue, object] | None = None) -> None:
         self.builder = builder
+        #: what the lowering knows of values it made (shared by the emitters of one function)
+        self.facts: dict[SSAValue, object] = {} if facts is None else facts
 
     @staticmethod
     def at_end(block: Block) -> Emitter:

@@ -27,8 +27,9 @@ from xdsl.ir import Operation, SSAValue
 
 from mmfc.dialects import ternary as T
 from mmfc.dialects.diagnostics import UserError
-from mmfc.backends.mlir.accum import lower_accum, lower_unpack
+from mmfc.backends.mlir.accum import QuantizedFrom, lower_accum, lower_unpack
 from mmfc.backends.mlir.emit import PARALLEL, REDUCTION, Emitter, affine, identity, shape, tensor_type
+from mmfc.backends.mlir.scalar import quantize, round_half_away, sigmoid
 
 Rule = Callable[[Emitter, Operation, Sequence[SSAValue]], list[SSAValue]]
 
@@ -90,20 +91,6 @@ def per_row(e: Emitter, rows: SSAValue, body: Callable[..., SSAValue]) -> SSAVal
 # ------------------------------------------------------------------------------------ the arithmetic
 
 
-def sigmoid(b: Emitter, x: SSAValue) -> SSAValue:
-    """``1 / (1 + exp(-x))``."""
-    one = b.f32(1.0)
-    return b.divf(one, b.addf(one, b.exp(b.negf(x))))
-
-
-def round_half_away(b: Emitter, v: SSAValue) -> SSAValue:
-    """``t = trunc(v); t + sign(v) * (|v - t| >= 0.5)`` (exact; the spec's formula)."""
-    t = b.trunc(v)
-    bump = b.cmpf("oge", b.absf(b.subf(v, t)), b.f32(0.5))
-    sign = b.select(b.cmpf("olt", v, b.f32(0.0)), b.f32(-1.0), b.f32(1.0))
-    return b.select(bump, b.addf(t, sign), t)
-
-
 def rstd_of(e: Emitter, x: SSAValue, eps: float) -> SSAValue:
     """``1 / sqrt(sum(x*x) / n + eps)`` per row of ``x [..., n]``, as ``[...]``."""
     n = shape(x)[-1]
@@ -150,11 +137,8 @@ def _quant_act(e: Emitter, op: Operation, args: Sequence[SSAValue]) -> list[SSAV
     amax = reduce_rows(e, x, 0.0, lambda b, acc, v: b.maximumf(acc, b.absf(v)))
     s = per_row(e, amax, lambda b, m: b.divf(b.f32(127.0), b.maximumf(m, b.f32(1e-5))))
 
-    def quantize(b: Emitter, v: SSAValue, sx: SSAValue) -> SSAValue:
-        r = round_half_away(b, b.mulf(v, sx))
-        return b.fptosi(b.minimumf(b.maximumf(r, b.f32(-128.0)), b.f32(127.0)), i8)
-
     q = elementwise(e, x, [(x, FULL), (s, ROW)], quantize, out_element=i8)
+    e.facts[q] = QuantizedFrom(x, s)  # accum may quantize inline where it reads q (accum.planes)
     return [q, e.expand_last(s)]
 
 
