@@ -99,9 +99,6 @@ def main() -> int:
     parser.add_argument("--driver", default="local-task", help="the iree-cpu driver (local-task or local-sync)")
     parser.add_argument("--json", help="write the results here as JSON")
     args = parser.parse_args()
-    # idle OpenMP threads sleep instead of spinning: a baseline step is not held up by a thread whose
-    # core another process took (set before torch starts OpenMP; an explicit setting wins)
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
     import torch
 
