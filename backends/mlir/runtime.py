@@ -88,6 +88,9 @@ class IreeRunner(Runner):
         self.weight_specs = list(weights)
         self._upload_weights(constants)
         self._debug: Any = None  # (functions, plan) of the debug variant, made on first use
+        self._input_types: dict[str, list[Attribute]] = {}
+        self._ids_of: dict[str, list[tuple[int, int]]] = {}
+        self._device_specs: dict[tuple[str, int], tuple[tuple[int, ...], np.dtype | None]] = {}
         self.calls = 0
 
     @property
@@ -154,14 +157,16 @@ class IreeRunner(Runner):
     def _inputs(self, entry: str, inputs: Sequence[Any]) -> list[Any]:
         from mmfc.dialects.values import coerce_input
 
-        types = self.input_types(entry)  # a UserError naming the functions if there is no such entry
+        types = self._input_types.get(entry)
+        if types is None:  # a UserError naming the functions if there is no such entry
+            types = self._input_types[entry] = self.input_types(entry)
         if len(inputs) != len(types):
             noun = "input" if len(types) == 1 else "inputs"
             raise UserError(f"@{entry} takes {len(types)} {noun}, got {len(inputs)}")
         out = []
         for i, (v, t) in enumerate(zip(inputs, types)):
             if isinstance(v, self.rt.DeviceArray):
-                problem = _device_problem(v, t)
+                problem = self._device_problem(entry, i, v)
                 if problem is not None:
                     raise UserError(f"@{entry}: input {i} has type {t}: {problem}")
                 out.append(v)
@@ -175,24 +180,49 @@ class IreeRunner(Runner):
         self._check_ids(entry, inputs)
         return out
 
+    def _device_problem(self, entry: str, index: int, v: Any) -> str | None:
+        """Why a device array does not fit input ``index`` of ``entry`` (None when it does)."""
+        key = (entry, index)
+        want = self._device_specs.get(key)
+        if want is None:
+            from mmfc.backends.mlir.arguments import upstream_type
+
+            t = self._input_types[entry][index]
+            dims = tuple(upstream_type(t).get_shape())
+            want = self._device_specs[key] = (dims, None if is_bf16(t) else host_dtype(t))
+        dims, dtype = want
+        shape = tuple(v.shape)
+        if len(shape) != len(dims) or any(d != T.DYN and d != n for d, n in zip(dims, shape)):
+            return f"a device array of shape {shape} does not fit"
+        if dtype is not None and np.dtype(v.dtype) != dtype:
+            return f"a device array of dtype {v.dtype} does not fit"
+        return None
+
     def _check_ids(self, entry: str, inputs: Sequence[Any]) -> None:
         """Token ids must index the embedding table (an out-of-range gather reads any memory):
         checked on the host, as every target checks them."""
-        from xdsl.dialects import func
-
-        from mmfc.dialects.target import function_of
-
-        fn: func.FuncOp = function_of(self.module, entry)
-        args = list(fn.body.block.args)
-        for op in fn.body.walk():
-            if not isinstance(op, T.EmbeddingOp) or op.ids not in args:
-                continue
-            ids = inputs[args.index(op.ids)]
+        for index, vocab in self._id_inputs(entry):
+            ids = inputs[index]
             ids = self.download(ids) if isinstance(ids, self.rt.DeviceArray) else np.asarray(ids)
-            vocab = T.shape_of(op.table.type)[0]
             if ids.size and (int(ids.min()) < 0 or int(ids.max()) >= vocab):
                 bad = ids[(ids < 0) | (ids >= vocab)].flatten()[0]
                 raise UserError(f"ternary.embedding: token id {int(bad)} is out of range [0, {vocab})")
+
+    def _id_inputs(self, entry: str) -> list[tuple[int, int]]:
+        """``(input index, vocabulary size)`` of each input of ``entry`` that an embedding gathers
+        with (found once per entry: a decode step should not walk the IR)."""
+        found = self._ids_of.get(entry)
+        if found is None:
+            from mmfc.dialects.target import function_of
+
+            args = list(function_of(self.module, entry).body.block.args)
+            found = [
+                (args.index(op.ids), T.shape_of(op.table.type)[0])
+                for op in function_of(self.module, entry).body.walk()
+                if isinstance(op, T.EmbeddingOp) and op.ids in args
+            ]
+            self._ids_of[entry] = found
+        return found
 
     def run(self, entry: str, *inputs: Any, dump_dir: str | Path | None = None) -> list[Any]:
         args = self._inputs(entry, inputs)
@@ -245,22 +275,6 @@ def _as_list(results: Any) -> list[Any]:
     if isinstance(results, tuple | list):
         return list(results)
     return [results]
-
-
-def _device_problem(v: Any, t: Attribute) -> str | None:
-    """Why a device array does not fit an argument of type ``t`` (None when it does)."""
-    from mmfc.backends.mlir.arguments import upstream_type
-
-    want = upstream_type(t)
-    assert isinstance(want, TensorType)
-    shape = tuple(v.shape)
-    dims = want.get_shape()
-    if len(shape) != len(dims) or any(d != T.DYN and d != s for d, s in zip(dims, shape)):
-        return f"a device array of shape {shape} does not fit"
-    if not is_bf16(t) and np.dtype(v.dtype) != host_dtype(t):
-        return f"a device array of dtype {v.dtype} does not fit"
-    return None
-
 
 
 __all__ = ["DRIVERS", "MODULE_NAME", "IreeRunner", "WeightSpec", "weight_types"]

@@ -213,3 +213,19 @@ def test_a_bf16_checkpoint_keeps_its_bf16_tensors(tmp_path: Path) -> None:
     stored = WeightStore.open(tmp_path / "m.weights.safetensors")
     assert stored.info("model.embeddings.weight").stored == "BF16"
     assert "tensor<37x13xbf16>" in (tmp_path / "m.mlir").read_text()
+
+
+def test_inputs_that_do_not_fit_are_refused_in_one_line() -> None:
+    from mmfc.dialects.diagnostics import UserError
+
+    _, compiled = model_pair(0)
+    runner = compiled.runner
+    h = runner.upload(np.zeros((1, 22), np.float32))
+    with pytest.raises(UserError, match="token id 37 is out of range"):
+        runner.run("decode_step", np.array([37]), h, h)
+    with pytest.raises(UserError, match="dtype float64 does not fit"):
+        runner.run("decode_step", np.array([3]), h, runner.upload(np.zeros((1, 22))))
+    with pytest.raises(UserError, match=r"shape \(1, 21\) does not fit"):
+        runner.run("decode_step", np.array([3]), h, runner.upload(np.zeros((1, 21), np.float32)))
+    with pytest.raises(UserError, match="takes 3 inputs, got 2"):
+        runner.run("decode_step", np.array([3]), h)
