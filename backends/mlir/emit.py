@@ -5,13 +5,16 @@ An :class:`Emitter` inserts ops at one point (a function body, a ``linalg.generi
 body) and returns the SSA values they define, so a lowering rule reads like the arithmetic it
 emits::
 
-    e.mulf(x, e.f32(2.0))                       # scalar ops inside a body
-    e.generic(rank, [(x, identity), (gamma, last_dim)], [(sizes, f32)], body)   # whole tensors
+    y = e.mulf(x, e.f32(2.0))                                   # a scalar op inside a body
+    out = e.empty(e.sizes(x), f32)                               # whole tensors
+    (z,) = e.generic(2, [(x, identity(2)), (gamma, affine(2, [1]))], [(out, identity(2))],
+                     [PARALLEL, PARALLEL], lambda b, args: [b.mulf(args[0], args[1])])
 
 Sizes of tensors are ``int`` (static) or an ``index`` value (dynamic, from ``tensor.dim``).
-Floats are never contracted or reassociated here: every op carries no fast-math flags, so LLVM keeps
-IEEE results (division and square root correctly rounded, no fused multiply-adds it was not asked
-for).
+Ops carry no fast-math flags: division and square root stay correctly rounded. IREE marks float
+multiplies and adds contractable, so a multiply whose only use is an add may become a fused
+multiply-add (a float result then differs by an ulp, within the tests' tolerance); the product that
+activation quantization rounds has several uses and is never fused (a test pins the ties).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from xdsl.builder import Builder
-from xdsl.dialects import arith, linalg, math, scf, tensor
+from xdsl.dialects import arith, math, scf, tensor
 from xdsl.dialects.builtin import (
     DYNAMIC_INDEX,
     AffineMapAttr,

@@ -86,10 +86,17 @@ FUNCTIONS: dict[str, tuple[list[Attribute], OpMaker]] = {
 }
 
 
+def _quantize_and_accumulate(fb: FuncBuilder, args: Sequence[SSAValue]) -> list[SSAValue]:
+    quant = fb.insert(T.QuantActOp(args[0]))
+    return [fb.insert(T.AccumOp(quant.q, args[1])).acc]
+
+
 def _module() -> ModuleOp:
     funcs = []
     for name, (types, make) in FUNCTIONS.items():
         funcs.append(build_function(name, types, lambda fb, args, make=make: list(fb.insert(make(fb, args)).results)))
+    # quant_act feeding accum: the lowering quantizes again where it gathers the activation planes
+    funcs.append(build_function("quant_accum_2bit", [t(D, WIDE), T.PackedType((N, WIDE), "2bit")], _quantize_and_accumulate))
     return ModuleOp(funcs)
 
 
@@ -236,3 +243,31 @@ def test_rounding_is_half_away_from_zero(ops: tuple[ModuleOp, Any]) -> None:
     x[0, : len(values)] = values
     (q, _) = check(module, runner, "quant_act", [x])
     assert q[0, : len(values)].tolist() == [1, -1, 2, -2, 3, -3, 0, 0, 127]
+
+
+def near_tie_rows(rng: np.random.Generator, rows: int, k: int) -> np.ndarray:
+    """Rows holding an x whose product x * s_x rounds to k + 0.5 in f32 while the exact product does
+    not: a fused multiply-add in the rounding (which skips the product's rounding) would round the
+    other way, so these pin the f32 product the spec rounds."""
+    found = []
+    while len(found) < rows:
+        amax = np.float32(rng.uniform(1, 100))
+        s = np.float32(127) / amax
+        tie = np.float32(rng.integers(-120, 120) + 0.5)
+        for x in (np.float32(tie / s), *(np.nextafter(np.float32(tie / s), np.float32(d)) for d in (1e9, -1e9))):
+            if np.float32(x * s) == tie and float(x) * float(s) != float(tie):
+                row = rng.uniform(-1, 1, k).astype(np.float32)
+                row[0], row[1] = amax, x
+                found.append(row)
+                break
+    return np.stack(found)
+
+
+def test_products_that_round_to_a_tie_round_as_the_spec_says(ops: tuple[ModuleOp, Any]) -> None:
+    module, runner = ops
+    rng = np.random.default_rng(7)
+    (q, s) = check(module, runner, "quant_act", [near_tie_rows(rng, 8, K)])
+    x = near_tie_rows(rng, 6, WIDE)
+    trits = rng.integers(-1, 2, (N, WIDE)).astype(np.int8)
+    (acc,) = [runner.download(v) for v in runner.run("quant_accum_2bit", x, nm.pack(trits, "2bit"))]
+    assert np.array_equal(acc, nm.accum(nm.quant_act(x)[0], trits))
