@@ -13,9 +13,9 @@ no program needs another's). The arithmetic follows numerics.py operation by ope
 * dequantization: ``acc / (s * (1 / weight_scale))``;
 * sigmoid ``1 / (1 + exp(-x))``, ``silu_mul`` ``x * y / (1 + exp(-x))``, the gates and the scan.
 
-Only the summation order of reductions and ``exp`` (a polynomial in MLIR) differ from numpy, by a few
-ulps: integers (``quant_act``'s q, ``accum``) are exact given the same float inputs. The ternary
-accumulation is :mod:`.accum`.
+Only the summation order of reductions, ``exp`` (a polynomial in MLIR) and the multiply-adds IREE
+fuses differ from numpy, by a few ulps: integers (``quant_act``'s q, ``accum``) are exact given the
+same float inputs. The ternary accumulation is :mod:`.accum`.
 """
 
 from __future__ import annotations

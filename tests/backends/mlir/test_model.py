@@ -6,7 +6,7 @@ test module (an IREE compile takes seconds):
 
 * per op: every body op's results in the debug dump equal the shared semantics fed the kernel's own
   operands (integers exactly, ±1 in int8 activations only at a rounding tie; floats within 1e-5
-  relative: exp and the summation order of reductions are the only sources);
+  relative: exp, the summation order of reductions and fused multiply-adds are the only sources);
 * the roof's first-difference search names the kernel whose weights were changed;
 * whole model: prefill logits, state and greedy tokens (teacher-forced included) against
   ``HGRNBitForCausalLM``; prefill against step-by-step decode; left-padded batches against rows run
