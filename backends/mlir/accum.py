@@ -4,18 +4,23 @@ adds and subtracts of int8 activations selected by trits, exact in int32.
 This is where decoding spends its time (every weight is read once per token), so the loops are
 shaped for the vectorizer, which wants unit-stride loads along the innermost (reduction) loop:
 
-* The packed bytes of one weight row are the innermost loop ``j``. Byte ``j`` of a ``2bit`` row
-  holds trits ``4j .. 4j+3`` (``base3``: ``5j .. 5j+4``), so the activations are first rearranged
-  into *planes*: plane ``i`` holds ``q[..., P*j + i]`` at position ``j`` (``P`` trits per byte; zero
-  past K, where the packed row's padding trits are zero too). Every plane is then read with unit
-  stride alongside the bytes, and one ``linalg.generic`` over ``(..., n, j)`` does all the work.
-* Each byte is unpacked with integer ops in the generic's body (``2bit``: the two bits of trit i are
-  bit ``2i`` (+1) and bit ``2i+1`` (-1); ``base3``: base-3 digits of the byte, digit 2 is +1 and
-  digit 0 is -1) and its P trits select ``+q``, ``-q`` or 0 in i16 (``-(-128)`` fits), summed in
-  i16 (at most 5 * 128) and added to the i32 accumulator.
+* The packed bytes of one weight row are the innermost loop. Byte ``j`` of a ``2bit`` row holds
+  trits ``4j .. 4j+3`` (``base3``: ``5j .. 5j+4``), so the activations are first rearranged into
+  *planes*: plane ``i`` holds ``q[..., P*j + i]`` at position ``j`` (``P`` trits per byte; zero past
+  K, where the packed row's padding trits are zero too). Every plane is then read with unit stride
+  alongside the bytes (:func:`planes`; when ``q`` comes from ``quant_act``, the quantization happens
+  in the same gather).
+* Each byte is unpacked with integer ops in a ``linalg.generic`` body (``2bit``: bit ``2i`` of the
+  byte selects ``+q`` for trit i, bit ``2i+1`` selects ``-q``; ``base3``: the byte's base-3 digits,
+  digit 2 is +1 and digit 0 is -1), each product an i16 (``-(-128)`` fits).
+* Rows are cut into blocks of :data:`BLOCK_BYTES` bytes; one generic over ``(..., n, block, byte)``
+  adds a block's products in i16, one sum per group of trit positions small enough never to
+  overflow (``BLOCK_BYTES * len(group) * 128 < 2**15``), and a second generic adds the block sums in
+  i32 (:func:`_gemv`). The bytes after the last whole block take the plain form, every byte's sum
+  widened and added to an i32 accumulator (:func:`_gemv_plain`).
 
-Unpacked trits (``!ternary.trits``, unfused IR) take the plain form: i16 products of i8 operands
-added to i32.
+Unpacked trits (``!ternary.trits``, unfused IR) take the same path with one trit per "byte": i16
+products of the i8 activations and trits.
 """
 
 from __future__ import annotations

@@ -122,7 +122,6 @@ def from_host_array(array: np.ndarray, t: Attribute) -> np.ndarray:
     return np.asarray(array)
 
 
-
 def c_order(array: object) -> np.ndarray:
     """A C-contiguous array, keeping a 0-d array 0-d (``np.ascontiguousarray`` makes it 1-d)."""
     return np.require(np.asarray(array), requirements="C")

@@ -58,8 +58,8 @@ class WeightArg:
 @dataclass(frozen=True)
 class DebugRecord:
     """One record of the debug variant's extra results: ``op`` name, kernel ``label`` (None outside
-    kernels without one), ``body`` (position in its kernel's body; None for a function-level op),
-    ``results`` (how many extra results it takes, in order), and their ternary IR types."""
+    kernels without one), ``body`` (position in its kernel's body; None for a function-level op) and
+    ``types``, the ternary IR types of the op's results (one extra result each, in order)."""
 
     op: str
     label: str | None
@@ -177,7 +177,7 @@ class _FunctionLowering:
         self.folding = folding
         self.debug = debug
         self.env: dict[SSAValue, SSAValue] = {}
-        self.weight_uses: dict[str, list[SSAValue]] = {}  # placeholder values -> weight name
+        self.weight_uses: dict[str, SSAValue] = {}  # weight name -> its placeholder argument
         self.records: list[DebugRecord] = []
         self.debug_values: list[SSAValue] = []
 
@@ -218,12 +218,10 @@ class _FunctionLowering:
         if v in self.env:
             return self.env[v]
         name = self.folding.use(v)  # a weight or folded value: a placeholder, made an argument later
-        holder = self.weight_uses.setdefault(name, [])
-        if not holder:
-            arg = self.block.insert_arg(upstream_type(self.folding.types[name]), len(self.block.args))
-            holder.append(arg)
-        self.env[v] = holder[0]
-        return holder[0]
+        if name not in self.weight_uses:
+            self.weight_uses[name] = self.block.insert_arg(upstream_type(self.folding.types[name]), len(self.block.args))
+        self.env[v] = self.weight_uses[name]
+        return self.env[v]
 
     def _bind(self, results: Any, values: list[SSAValue]) -> None:
         for r, v in zip(results, values):
@@ -290,13 +288,10 @@ def lower_module(module: ModuleOp, store: WeightStore | None, *, debug: bool = F
     for fn, fl, block, results, outputs in lowered:
         # every function takes every weight, in one order: reorder this block's weight arguments
         n_inputs = len(fn.function_type.inputs.data)
-        have = {name: holder[0] for name, holder in fl.weight_uses.items()}
-        new_args = []
         for w in weights:
             arg = block.insert_arg(w.arg_type, len(block.args))
-            new_args.append(arg)
-            if w.name in have:
-                have[w.name].replace_all_uses_with(arg)
+            if w.name in fl.weight_uses:
+                fl.weight_uses[w.name].replace_all_uses_with(arg)
         for old in list(block.args[n_inputs : len(block.args) - len(weights)]):
             block.erase_arg(old)
         e = Emitter.at_end(block)
@@ -309,4 +304,4 @@ def lower_module(module: ModuleOp, store: WeightStore | None, *, debug: bool = F
     return Lowered(ModuleOp(funcs, sym_name=StringAttr(MODULE_NAME)), weights, constants, entries)
 
 
-__all__ = ["MODULE_NAME", "check_lowerable", "DebugRecord", "EntryPlan", "Lowered", "WeightArg", "lower_module", "read_weight"]
+__all__ = ["MODULE_NAME", "DebugRecord", "EntryPlan", "Lowered", "WeightArg", "check_lowerable", "lower_module", "read_weight"]

@@ -23,13 +23,14 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from xdsl.dialects.builtin import IntegerType, f32, i8
-from xdsl.ir import Operation, SSAValue
+from xdsl.ir import Attribute, Operation, SSAValue
+from xdsl.ir.affine import AffineMap
 
 from mmfc.dialects import ternary as T
 from mmfc.dialects.diagnostics import UserError
 from mmfc.backends.mlir.accum import QuantizedFrom, lower_accum, lower_unpack
 from mmfc.backends.mlir.emit import PARALLEL, REDUCTION, Emitter, affine, identity, shape, tensor_type
-from mmfc.backends.mlir.scalar import quantize, round_half_away, sigmoid
+from mmfc.backends.mlir.scalar import quantize, sigmoid
 
 Rule = Callable[[Emitter, Operation, Sequence[SSAValue]], list[SSAValue]]
 
@@ -38,7 +39,7 @@ FULL, FEATURE, ROW, SCALAR = "full", "feature", "row", "scalar"
 gamma), by the rows ([..., rows] values such as per-row scales and masks), or not at all (0-d)."""
 
 
-def _map(kind: str, rank: int):  # noqa: ANN202 - an AffineMap
+def _map(kind: str, rank: int) -> AffineMap:
     if kind == FULL:
         return identity(rank)
     if kind == FEATURE:
@@ -53,7 +54,7 @@ def elementwise(
     like: SSAValue,
     operands: Sequence[tuple[SSAValue, str]],
     body: Callable[..., SSAValue],
-    out_element=f32,  # noqa: ANN001 - an xDSL type
+    out_element: Attribute = f32,
 ) -> SSAValue:
     """A parallel ``linalg.generic`` with the shape of ``like``: ``body(e, *scalars)`` per element,
     each operand indexed as its kind says (float operands arrive as f32)."""
@@ -70,8 +71,8 @@ def elementwise(
 
 
 def reduce_rows(e: Emitter, x: SSAValue, init: float, combine: Callable[[Emitter, SSAValue, SSAValue], SSAValue]) -> SSAValue:
-    """Reduce the last axis of ``x [..., K]`` to ``[...]`` in f32: ``acc = combine(b, acc, x_k)`` for
-    k = 0, 1, ... from ``init``."""
+    """Reduce the last axis of ``x [..., K]`` to ``[...]`` in f32: ``acc = combine(b, acc, x_k)`` from
+    ``init``, over k in the order IREE's vectorized loops choose (lanes, then across them)."""
     sizes = e.sizes(x)
     rank = len(sizes)
     out = e.filled(sizes[:-1], f32, e.f32(init))
@@ -316,4 +317,4 @@ def lower_op(e: Emitter, op: Operation, operands: Sequence[SSAValue]) -> list[SS
     return rule(e, op, operands)
 
 
-__all__ = ["RULES", "Rule", "elementwise", "lower_op", "reduce_rows", "rmsnorm", "round_half_away", "sigmoid"]
+__all__ = ["RULES", "Rule", "elementwise", "lower_op", "reduce_rows", "rmsnorm"]

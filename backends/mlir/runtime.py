@@ -2,7 +2,7 @@
 
 The runner loads the ``.vmfb`` into an IREE context on the ``local-task`` driver (a worker thread per
 core) or ``local-sync`` (the caller's thread), and uploads every weight argument once, in the order
-the lowering fixed (:class:`~.lower.WeightArg`). ``run(entry, *inputs)`` passes the inputs (host
+the lowering fixed (:class:`~.lower.WeightArg`), into one huge-page host mapping (:mod:`.arena`). ``run(entry, *inputs)`` passes the inputs (host
 arrays are uploaded; the runner's own device arrays, e.g. the recurrent state a previous step
 returned, are passed as they are) and then the same weight buffers, and returns IREE device
 arrays: the state of a decode step stays on the device for the next one; only ``download`` copies to
@@ -91,7 +91,6 @@ class IreeRunner(Runner):
         self._input_types: dict[str, list[Attribute]] = {}
         self._ids_of: dict[str, list[tuple[int, int]]] = {}
         self._device_specs: dict[tuple[str, int], tuple[tuple[int, ...], np.dtype | None]] = {}
-        self.calls = 0
 
     @property
     def device(self) -> str:
@@ -226,7 +225,6 @@ class IreeRunner(Runner):
 
     def run(self, entry: str, *inputs: Any, dump_dir: str | Path | None = None) -> list[Any]:
         args = self._inputs(entry, inputs)
-        self.calls += 1
         if dump_dir is not None:
             return self._run_debug(entry, args, Path(dump_dir))
         results = getattr(self.functions, entry)(*args, *self.weights)
