@@ -90,13 +90,17 @@ def require_iree() -> None:
 
 
 @cache
-def host_cpu_features() -> tuple[str, ...]:
+def host_cpu_features() -> tuple[str, ...] | None:
     """The CPU features IREE's runtime sees on this machine (``iree-cpuinfo``), sorted: what code
-    compiled for this host may use."""
+    compiled for this host may use. None when the tool is not there or fails (then only IREE's own
+    check, when it loads the module, stands between a module and a CPU that lacks its features)."""
     import iree._runtime_libs as libs
 
     tool = Path(libs.__file__).parent / "iree-cpuinfo"
-    out = subprocess.run([str(tool)], capture_output=True, text=True, check=True).stdout
+    try:
+        out = subprocess.run([str(tool)], capture_output=True, text=True, check=True, timeout=60).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
     features = []
     for line in out.splitlines():
         parts = line.split()

@@ -88,7 +88,7 @@ class IreeCpuTarget(Target):
             "plan_format": PLAN_FORMAT,
             "iree": iree_versions(),
             "compile_flags": list(COMPILE_FLAGS),
-            "cpu_features": list(host_cpu_features()),
+            "cpu_features": _listed(host_cpu_features()),
             "weights": [w.name for w in lowered.weights],
             "folded": [w.name for w in lowered.weights if w.folded],
         }
@@ -119,7 +119,8 @@ class IreeCpuTarget(Target):
                 f"target iree-cpu: the module was compiled for IREE runtime {built}, but IREE runtime {here} "
                 "is installed (compile the model again)"
             )
-        missing = sorted(set(record.get("cpu_features", ())) - set(host_cpu_features()))
+        recorded, here_features = record.get("cpu_features"), host_cpu_features()
+        missing = sorted(set(recorded) - set(here_features)) if recorded is not None and here_features is not None else []
         if missing:
             raise UserError(
                 f"target iree-cpu: the module was compiled for CPU features this CPU lacks: {', '.join(missing)} "
@@ -139,6 +140,10 @@ class IreeCpuTarget(Target):
                 raise UserError(f"target iree-cpu: the module reads no weight @{name} (compile the model again)")
             specs.append(WeightSpec(name, None if name in folded else types[name], name in folded))
         return IreeRunner(module, store, folder / VMFB_FILE, specs, constants, str(options.get("driver", "local-task")))
+
+
+def _listed(features: tuple[str, ...] | None) -> list[str] | None:
+    return None if features is None else list(features)
 
 
 def _constants_file(lowered: Any) -> bytes:
