@@ -18,4 +18,11 @@ def get_ternary() -> Dialect:
     return Ternary
 
 
-MMFC_UNIVERSE = Universe(all_dialects={"ternary": get_ternary})
+def get_accel() -> Dialect:
+    """The ``accel`` dialect, the simulator's instruction set (imported on first use)."""
+    from mmfc.dialects.accel import Accel
+
+    return Accel
+
+
+MMFC_UNIVERSE = Universe(all_dialects={"ternary": get_ternary, "accel": get_accel})

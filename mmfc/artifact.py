@@ -13,9 +13,9 @@ Layout (``mmfc compile ... -o OUT``)::
     OUT/<target files>       what the target's ``build`` made (generated code, binaries), checksummed
     OUT/cache/               caches filled later (e.g. GPU tuning): outside the checksums
 
-Written atomically: everything goes to a temporary folder beside OUT, which then replaces OUT in
-one rename (an existing OUT must itself be an artifact; it is replaced only after the new one is
-complete). ``load_artifact`` verifies every checksum before use; a mismatch is a ``UserError`` naming
+Written atomically (``dialects.files.atomic_dir``): everything goes to a temporary folder beside OUT,
+which then replaces OUT in one rename (an existing OUT must itself be an artifact; it is replaced only
+after the new one is complete). ``load_artifact`` verifies every checksum before use; a mismatch is a ``UserError`` naming
 the file.
 """
 
@@ -23,10 +23,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import platform
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +33,7 @@ from typing import Any
 from xdsl.dialects.builtin import ModuleOp
 
 from mmfc.dialects.diagnostics import UserError
+from mmfc.dialects.files import atomic_dir
 from mmfc.dialects.target import Build
 from mmfc.dialects.weights import STORE_ATTR, WeightStore, set_store_attr
 
@@ -109,8 +108,7 @@ def write_artifact(
     parent = out.parent if str(out.parent) else Path(".")
     if not parent.is_dir():
         raise ArtifactError(f"{out}: folder {parent} does not exist")
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=parent))
-    try:
+    with atomic_dir(out) as tmp:
         names = referenced_weights(module)
         store.save(tmp / WEIGHTS_FILE, standalone=True, names=names)
         clone = module.clone()
@@ -146,10 +144,6 @@ def write_artifact(
             "stats": stats or {},
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-        _replace_dir(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 
@@ -157,21 +151,6 @@ def _entries(module: ModuleOp) -> list[str]:
     from xdsl.dialects import func
 
     return [op.sym_name.data for op in module.ops if isinstance(op, func.FuncOp)]
-
-
-def _replace_dir(new: Path, out: Path) -> None:
-    """Move ``new`` to ``out``; an existing ``out`` is swapped out first and removed after."""
-    if not out.exists():
-        os.replace(new, out)
-        return
-    old = out.with_name(f".{out.name}.old-{os.getpid()}")
-    os.replace(out, old)
-    try:
-        os.replace(new, out)
-    except BaseException:
-        os.replace(old, out)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
 
 
 @dataclass

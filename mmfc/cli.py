@@ -24,7 +24,12 @@ SUBCOMMANDS: dict[str, str] = {
     "run": "run",
     "passes": "list_passes",
     "targets": "list_targets",
+    "sim": "sim",
+    "sim-sweep": "sim_sweep",  # spelled `mmfc sim sweep` (see NESTED)
 }
+
+#: two-word commands: ``mmfc sim sweep ...`` is parsed as the hidden subcommand ``sim-sweep``
+NESTED: dict[tuple[str, str], str] = {("sim", "sweep"): "sim-sweep"}
 
 EXIT_USER_ERROR = 2
 
@@ -54,6 +59,9 @@ def build_parser() -> ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if len(argv) >= 2 and (argv[0], argv[1]) in NESTED:
+        argv = [NESTED[(argv[0], argv[1])], *argv[2:]]
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "_run", None) is None:

@@ -145,7 +145,7 @@ def main() -> int:
     iree_section(model, out, full_mask)
 
     section("Next")
-    print("  the accelerator-simulator target is not there yet;")
+    print("  the other targets: mmfc targets (triton for NVIDIA GPUs, sim for simulated accelerators);")
     print("  try: mmfc import --preset tiny -o tiny.mlir && mmfc opt tiny.mlir -O2 -o tiny.opt.mlir")
     print(f"\ndemo finished in {time.perf_counter() - start:.1f} s")
     if _failures:

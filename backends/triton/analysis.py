@@ -88,6 +88,7 @@ class KernelSpaces:
     spaces: list[Space] = field(default_factory=list)
     _space_of: dict[Node, Space] = field(default_factory=dict)
     rows: list[Space] = field(default_factory=list)  # loop order, outermost first
+    values: list[SSAValue] = field(default_factory=list)  # every value of the kernel
 
     def of(self, v: SSAValue) -> tuple[Space, ...]:
         return tuple(self._space_of[(v, d)] for d in range(rank(v)))
@@ -136,7 +137,7 @@ def analyze(kernel: T.KernelOp) -> KernelSpaces:
     for op in body_ops:
         _union_op(uf, op)
 
-    ks = KernelSpaces(kernel)
+    ks = KernelSpaces(kernel, values=values)
     by_root: dict[Node, Space] = {}
     for v in values:
         for d in range(rank(v)):

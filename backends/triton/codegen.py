@@ -3,7 +3,9 @@ and the launch plan the runtime follows.
 
 ``generate(module, store)`` legalizes a clone of the module (:mod:`.legalize`), generates one function
 per kernel op (:mod:`.kernelgen`; named ``<entry>__<label>``, with the IR it came from in a comment
-above it), and describes each entry point as data (``PLAN``, JSON): its arguments, the kernels it
+above it); kernels whose generated code is the same (one per layer: the layers share their shapes)
+share one function, named with ``layers.N`` for the layer and listing the labels it also runs, so
+that Triton compiles each shape once. It describes each entry point as data (``PLAN``, JSON): its arguments, the kernels it
 launches in order with the buffers each reads and writes, how each grid axis's extent, each run-time
 size and each result's shape follow from the shapes of the inputs, the per-program scratch bytes, the
 values its debug mode stores, and which results may be written in place of an argument (the
@@ -14,6 +16,7 @@ allocate buffers and launch kernels; no model arithmetic happens in PyTorch.
 from __future__ import annotations
 
 import pprint
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,6 +69,19 @@ class _Names:
         return self.of[v]
 
 
+_PLACEHOLDER = "__KERNEL__"
+_LAYER = re.compile(r"\.layers\.\d+\.")
+
+
+@dataclass
+class _Shared:
+    """One generated function: its name, the first kernel op it came from, the labels it runs."""
+
+    name: str
+    op: T.KernelOp
+    labels: list[str]
+
+
 def _dim_spec(space: Space, kernel: T.KernelOp) -> Any:
     """A dim's size as data: an int, or ``["in", i, d]`` (dim d of the launch's input i)."""
     if space.static is not None:
@@ -116,6 +132,7 @@ def generate(module: ModuleOp, store: WeightStore) -> Generated:
     plan: dict[str, Any] = {"format": PLAN_FORMAT, "entries": {}, "weights": weights, "constants": sorted(legal.constants)}
     sources = [HEADER, PRELUDE]
     used_names: set[str] = set()
+    by_body: dict[str, _Shared] = {}  # generated text -> the one function that runs it
     for fn in [op for op in work.ops if isinstance(op, func.FuncOp)]:
         entry = fn.sym_name.data
         names = _Names()
@@ -143,15 +160,18 @@ def generate(module: ModuleOp, store: WeightStore) -> Generated:
                 continue
             assert isinstance(op, T.KernelOp), op.name
             label = op.attributes["label"].data if "label" in op.attributes else "kernel"  # type: ignore[union-attr]
-            name = python_name(f"{entry}__{label}")
-            while name in used_names:
-                name += "_"
-            used_names.add(name)
-            src = generate_kernel(op, name)
-            kernels.append(src)
-            stream = io.StringIO()
-            Printer(stream=stream).print_op(op)
-            sources.append("\n# " + "\n# ".join(stream.getvalue().splitlines()) + "\n" + src.text)
+            src = generate_kernel(op, _PLACEHOLDER)
+            # layers of one shape run one function (Triton compiles each function once)
+            shared = by_body.get(src.text)
+            if shared is None:
+                name = python_name(f"{entry}__{_LAYER.sub(r'.layers.N.', label)}")
+                while name in used_names:
+                    name += "_"
+                used_names.add(name)
+                shared = by_body[src.text] = _Shared(name, op, [])
+                kernels.append(src)
+            shared.labels.append(label)
+            name = shared.name
             ins = list(op.inputs)
             steps.append(
                 {
@@ -165,7 +185,10 @@ def generate(module: ModuleOp, store: WeightStore) -> Generated:
                     "in_place": {str(k): v for k, v in _in_place(fn, op, ins).items()},
                     "grid": _grid_spec(op),
                     "sizes": [["in", *s.size_from] for s in src.size_args],  # type: ignore[misc]
-                    "scratch": src.scratch_bytes,
+                    "scratch_per_row": src.scratch_per_row,
+                    "block_rows_of": [_dim_spec(r, op) for r in (src.spaces.rows[-1:] if _nested(src) else src.spaces.rows)],
+                    "max_block": src.max_block,
+                    "accum_k": src.accum_k,
                     "debug": [
                         {"name": d.name, "body": d.body, "op": d.op, "result": d.result, "dtype": d.dtype,
                          "shape": [_dim_spec(s, op) for s in d.spaces]}
@@ -179,8 +202,20 @@ def generate(module: ModuleOp, store: WeightStore) -> Generated:
             "steps": steps,
             "outputs": outputs,
         }
+    for text, shared in by_body.items():
+        stream = io.StringIO()
+        Printer(stream=stream).print_op(shared.op)
+        also = f"\n# it also runs: {', '.join(shared.labels[1:])}" if len(shared.labels) > 1 else ""
+        ir = "\n# " + "\n# ".join(stream.getvalue().splitlines())
+        sources.append(ir + also + "\n" + text.replace(_PLACEHOLDER, shared.name))
     sources.append("\nPLAN = " + pprint.pformat(plan, width=110, sort_dicts=False) + "\n")
     return Generated("\n".join(sources), plan, legal.constants, kernels)
+
+
+def _nested(src: KernelSource) -> bool:
+    """Whether the kernel loops over outer rows one by one (a recurrence's state)."""
+    rows = src.spaces.rows
+    return any(0 < src.spaces.level(v) < len(rows) for v in src.spaces.values)
 
 
 def _arg_spec(t: Any) -> dict[str, Any]:

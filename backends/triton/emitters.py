@@ -1,24 +1,28 @@
 """One emitter per body op: the Triton source of each ``ternary`` op, in one table (:data:`EMITTERS`).
 
-An emitter reads its operands for the current row through the kernel :class:`~.kernelgen.Emitter`
-(``e.value(v)``: a variable, loaded on first use), writes source lines at the op's loop level, and
-defines its results. The arithmetic is that of ``dialects/numerics.py``, operation for operation, in
-float32: correctly rounded ``tl.div_rn``/``tl.sqrt_rn`` wherever a division or a square root feeds a
-rounding decision (the default ``/`` and ``tl.rsqrt`` are approximate on the GPU), reductions masked
-to the row's real length, rounding half away from zero with :func:`round_half_away` (``tl`` has no
-round). Kernels launch with floating-point contraction off, so ``f * h + x`` rounds twice as numpy
-does. A new op is one entry here; an op without one is a compile error.
+An emitter reads its operands for the current tile through the kernel :class:`~.kernelgen.Emitter`
+(``e.value(v)``: a variable, loaded on first use; ``e.shaped(...)`` broadcasts it: a value of one row
+is ``[BLOCK_ROWS, BLOCK_F]``, a per-row scalar ``[BLOCK_ROWS]``, a constant vector ``[BLOCK_F]``),
+writes source lines where the op lives (``e.emit``), and defines its results. The arithmetic is that
+of ``dialects/numerics.py``, operation for operation, in float32: correctly rounded
+``tl.div_rn``/``tl.sqrt_rn`` wherever a division or a square root feeds a rounding decision (the
+default ``/`` and ``tl.rsqrt`` are approximate on the GPU), reductions masked to the row's real
+length, rounding half away from zero with ``round_half_away`` (``tl`` has no round). Kernels launch
+with floating-point contraction off, so ``f * h + x`` rounds twice as numpy does. A new op is one
+entry here; an op without one is a compile error.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from xdsl.ir import Operation
+from xdsl.ir import Operation, SSAValue
 
 from mmfc.dialects import ternary as T
-from mmfc.dialects.numerics import ACT_QMAX, ACT_SCALE_FLOOR
-from mmfc.backends.triton.kernelgen import Emitter
+from mmfc.dialects.diagnostics import UserError
+from mmfc.dialects.numerics import ACT_QMAX, ACT_SCALE_FLOOR, PACK_FORMATS, packed_row_bytes
+from mmfc.backends.triton.analysis import Space
+from mmfc.backends.triton.kernelgen import INDENT, ROWS, Emitter
 
 #: Source shared by every generated module (after ``import triton`` / ``import triton.language as tl``).
 PRELUDE = '''
@@ -38,212 +42,245 @@ def sigmoid(x):
 
 
 @triton.jit
-def trits_2bit(byte, k):
-    """The trit of column k in its 2bit byte: code (byte >> 2 (k mod 4)) & 3; 1 -> +1, 2 -> -1."""
-    code = (byte >> ((k % 4) * 2)) & 3
-    return (code == 1).to(tl.int32) - (code == 2).to(tl.int32)
-
-
-@triton.jit
-def trits_base3(byte, k):
-    """The trit of column k in its base3 byte: digit k mod 5 of the byte in base 3, minus 1."""
-    p = k % 5
-    power = tl.where(p == 0, 1, tl.where(p == 1, 3, tl.where(p == 2, 9, tl.where(p == 3, 27, 81))))
-    return (byte // power) % 3 - 1
+def add_sub(trits, x):
+    """x where the trit is +1, -x where it is -1, 0 where it is 0: int32, exact."""
+    return tl.where(trits > 0, x, tl.where(trits < 0, -x, 0))
 '''
 
 Emit = Callable[[Emitter, Operation], None]
 
 
-def _rstd(e: Emitter, level: int, x: str, space: object, eps: float) -> str:
-    """The row's 1 / sqrt(mean(x^2) + eps), as numerics.rms_normalize computes it."""
-    ss, var, rstd = e.fresh("ss"), e.fresh("var"), e.fresh("rstd")
-    e.emit(level, f"{ss} = tl.sum(tl.where({e.mask(space)}, {x} * {x}, 0.0), axis=0)")  # type: ignore[arg-type]
-    e.emit(level, f"{var} = tl.div_rn({ss}, {e.fsize(space)})")  # type: ignore[arg-type]
-    e.emit(level, f"{rstd} = tl.div_rn(1.0, tl.sqrt_rn({var} + {eps!r}))")
+def _out_shape(e: Emitter, op: Operation) -> str:
+    return e.shape_of(op.results[0])
+
+
+def _reduce(e: Emitter, x: SSAValue) -> tuple[int, str]:
+    """The axis a row reduction of ``x`` runs over, and how its per-row result broadcasts back."""
+    return (1, "[:, None]") if e.shape_of(x) == "2d" else (0, "")
+
+
+def _rstd(e: Emitter, where: str, x: SSAValue, var: str, eps: float) -> str:
+    """The rows' ``1 / sqrt(mean(x^2) + eps)``, as numerics.rms_normalize computes it."""
+    space = e.feature(x)
+    assert space is not None
+    axis, _ = _reduce(e, x)
+    ss, mean, rstd = e.fresh("ss"), e.fresh("var"), e.fresh("rstd")
+    e.emit(where, f"{ss} = tl.sum(tl.where({e.mask_of(x)}, {var} * {var}, 0.0), axis={axis})")
+    e.emit(where, f"{mean} = tl.div_rn({ss}, {e.fsize(space)})")
+    e.emit(where, f"{rstd} = tl.div_rn(1.0, tl.sqrt_rn({mean} + {eps!r}))")
     return rstd
 
 
-def _unary(expr: str) -> Emit:
+def _elementwise(expr: str) -> Emit:
+    """An op whose result is ``expr`` of its operands ``{0}``, ``{1}``, ... (broadcast to the result)."""
+
     def emit(e: Emitter, op: Operation) -> None:
-        level = e.op_level(op)
+        where, shape = e.op_where(op), _out_shape(e, op)
+        args = [e.shaped(v, e.value(v), shape) for v in op.operands]
         out = e.fresh("v")
-        e.emit(level, f"{out} = " + expr.format(x=e.value(op.operands[0])))
-        e.define(op.results[0], out)
-
-    return emit
-
-
-def _binary(expr: str) -> Emit:
-    def emit(e: Emitter, op: Operation) -> None:
-        level = e.op_level(op)
-        a, b = e.value(op.operands[0]), e.value(op.operands[1])
-        out = e.fresh("v")
-        e.emit(level, f"{out} = " + expr.format(a=a, b=b))
+        e.emit(where, f"{out} = " + expr.format(*args))
         e.define(op.results[0], out)
 
     return emit
 
 
 def emit_rmsnorm(e: Emitter, op: T.RMSNormOp) -> None:
-    level = e.op_level(op)
-    x, g = e.value(op.x), e.value(op.gamma)
-    rstd = _rstd(e, level, x, e.feature(op.x), op.eps.value.data)
+    where, shape = e.op_where(op), _out_shape(e, op)
+    x = e.value(op.x)
+    g = e.shaped(op.gamma, e.value(op.gamma), shape)
+    rstd = _rstd(e, where, op.x, x, op.eps.value.data)
     out = e.fresh("y")
-    e.emit(level, f"{out} = {x} * {rstd} * {g}")
+    e.emit(where, f"{out} = {x} * {rstd}{_reduce(e, op.x)[1]} * {g}")
     e.define(op.result, out)
 
 
 def emit_rms_normalize(e: Emitter, op: T.RMSNormalizeOp) -> None:
-    level = e.op_level(op)
+    where = e.op_where(op)
     x = e.value(op.x)
-    rstd = _rstd(e, level, x, e.feature(op.x), op.eps.value.data)
+    rstd = _rstd(e, where, op.x, x, op.eps.value.data)
     out = e.fresh("y")
-    e.emit(level, f"{out} = {x} * {rstd}")
+    e.emit(where, f"{out} = {x} * {rstd}{_reduce(e, op.x)[1]}")
     e.define(op.result, out)
 
 
 def emit_residual_rmsnorm(e: Emitter, op: T.ResidualRMSNormOp) -> None:
-    level = e.op_level(op)
-    x, r, g = e.value(op.x), e.value(op.residual), e.value(op.gamma)
+    where, shape = e.op_where(op), _out_shape(e, op)
+    x, r = e.value(op.x), e.value(op.residual)
+    g = e.shaped(op.gamma, e.value(op.gamma), shape)
     total = e.fresh("sum")
-    e.emit(level, f"{total} = {x} + {r}")
-    rstd = _rstd(e, level, total, e.feature(op.x), op.eps.value.data)
+    e.emit(where, f"{total} = {x} + {r}")
+    rstd = _rstd(e, where, op.x, total, op.eps.value.data)
     out = e.fresh("y")
-    e.emit(level, f"{out} = {total} * {rstd} * {g}")
+    e.emit(where, f"{out} = {total} * {rstd}{_reduce(e, op.x)[1]} * {g}")
     e.define(op.normed, out)
     e.define(op.sum, total)
 
 
 def emit_quant_act(e: Emitter, op: T.QuantActOp) -> None:
-    level = e.op_level(op)
+    where = e.op_where(op)
     x = e.value(op.x)
-    space = e.feature(op.x)
-    assert space is not None
+    axis, back = _reduce(e, op.x)
     amax, s, q = e.fresh("amax"), e.fresh("sx"), e.fresh("q")
-    e.emit(level, f"{amax} = tl.max(tl.where({e.mask(space)}, tl.abs({x}), 0.0), axis=0)")
-    e.emit(level, f"{s} = tl.div_rn({ACT_QMAX!r}, tl.maximum({amax}, {ACT_SCALE_FLOOR!r}))")
-    e.emit(level, f"{q} = tl.minimum(tl.maximum(round_half_away({x} * {s}), -128.0), 127.0).to(tl.int8)")
+    e.emit(where, f"{amax} = tl.max(tl.where({e.mask_of(op.x)}, tl.abs({x}), 0.0), axis={axis})")
+    e.emit(where, f"{s} = tl.div_rn({ACT_QMAX!r}, tl.maximum({amax}, {ACT_SCALE_FLOOR!r}))")
+    e.emit(where, f"{q} = tl.minimum(tl.maximum(round_half_away({x} * {s}{back}), -128.0), 127.0).to(tl.int8)")
     e.define(op.q, q)
     e.define(op.scale, s)
 
 
-def emit_accum(e: Emitter, op: T.AccumOp) -> None:
-    """acc[n] = sum_k q[k] * trit[n, k], exactly in int32, as additions and subtractions of int8
-    activations selected by the trits (unpacked from their bytes in registers), over K in chunks.
+def _trit(fmt: str, j: int) -> str:
+    """Source of the trits of digit ``j`` of every byte in ``wb`` (int32)."""
+    if fmt == "2bit":  # code (byte >> 2j) & 3: 1 -> +1, 2 -> -1
+        return f"(((wb >> {2 * j}) & 3) == 1).to(tl.int32) - (((wb >> {2 * j}) & 3) == 2).to(tl.int32)"
+    if fmt == "base3":  # digit j of the byte in base 3, minus 1
+        return f"(wb // {3**j}) % 3 - 1"
+    return "wb"  # int8 trits, one per byte
 
-    The activations come from a scratch row when the kernel computed them (a register block cannot be
-    sliced), or straight from memory when they are a kernel operand."""
-    level = e.op_level(op)
-    k_space = e.feature(op.x)
-    n_space = e.feature(op.acc)
+
+def emit_accum(e: Emitter, op: T.AccumOp) -> None:
+    """acc[r, n] = sum_k q[r, k] * trit[n, k], exactly in int32, over K in chunks of ``CHUNK`` weight
+    bytes: the bytes are loaded once per chunk for every row of the block (contiguous, one load per
+    weight row) and unpacked in registers, digit by digit; each digit's trits meet the activations
+    of their columns (``k = byte * per + digit``) either as additions and subtractions of the int8
+    activations they select (``add_sub``: decode, small blocks of rows; summed elementwise over the
+    chunks and reduced across lanes once at the end) or, with ``USE_DOT``, as an int8 x int8 -> int32
+    tensor-core dot (blocks of 16 rows and more: prefill). Both are exact.
+
+    The activations come from a scratch tile when the kernel computed them (a register tile cannot
+    be sliced), or straight from memory when they are a kernel operand."""
+    where = e.op_where(op)
+    if where != ROWS:
+        raise UserError(f"the triton target cannot generate {op.name} in kernel {e.label}: it has no rows")
+    k_space, n_space = e.feature(op.x), e.feature(op.acc)
     assert k_space is not None and n_space is not None
     w = e.held[op.weight]
     if w.kind != "weight":
-        raise_unsupported(e, op, "its weight must be a kernel operand (packed or trits)")
-    k = e.size(k_space)
-    chunk = min(64, k_space.pow2_block)
+        raise UserError(
+            f"the triton target cannot generate {op.name} in kernel {e.label}: its weight must be a kernel operand"
+        )
+    k = k_space.static
+    if k is None:
+        raise UserError(f"the triton target cannot generate {op.name} in kernel {e.label}: K must be static")
+    e.accum_k.append(k)
+    per = PACK_FORMATS.get(w.format, 1)
+    row_bytes = packed_row_bytes(k, w.format) if w.format in PACK_FORMATS else k
     xq = e.held[op.x]
+    if xq.kind == "reg":
+        slot = e.scratch_slot(k_space)
+        bk = k_space.pow2_block
+        # K is whole in every program (the accumulation reduces over it): its offsets are the lanes
+        e.emit(where, f"tl.store({slot} + tl.arange(0, BLOCK_ROWS)[:, None] * {bk} + {e.offs(k_space)}[None, :], "
+                      f"{xq.var}.to(tl.float32), mask={e.mask_of(op.x)})")
+        e.emit(where, "tl.debug_barrier()")
+        q_at = f"{slot} + tl.arange(0, BLOCK_ROWS)[:, None] * {bk} + kk[None, :]"
+    elif xq.kind == "mem":
+        q_at = f"{e.ptr(xq.operand)} + {e.address(op.x, 'kk', xq.base)}"
+    else:
+        raise UserError(f"the triton target cannot generate {op.name} in kernel {e.label}: unsupported activations")
     acc = e.fresh("acc")
-    if xq.kind == "reg":
-        base = e.new_scratch(k_space)
-        e.emit(level, f"tl.store({base} + {e.offs(k_space)}, {xq.var}, mask={e.mask(k_space)})")
-        e.emit(level, "tl.debug_barrier()")
-        q_at = f"{base} + kk"
-    else:
-        q_at = f"{e.ptr(xq.operand)} + {e.row_offset(op.x, 'kk')}"
-    if w.format == "trits":
-        row_bytes, byte_at, decode = k, "kk", "{byte}"
-    else:
-        per = 4 if w.format == "2bit" else 5
-        row_bytes, byte_at = f"(({k} + {per - 1}) // {per})", f"kk // {per}"
-        decode = f"trits_{w.format}({{byte}}, kk[None, :])"
-    rows = e.offs(n_space)
-    e.emit(level, f"{acc} = tl.zeros([{n_space.pow2_block}], dtype=tl.int32)")
-    e.emit(level, f"for k0 in range(0, {k}, {chunk}):")
-    body = [
-        f"kk = k0 + tl.arange(0, {chunk})",
-        f"mk = kk < {k}",
-        f"qc = tl.load({q_at}, mask=mk, other=0).to(tl.int32)",
-        f"wb = tl.load({e.ptr(w.operand)} + {rows}[:, None] * {row_bytes} + ({byte_at})[None, :], "
-        f"mask={e.mask(n_space)}[:, None] & mk[None, :], other=0).to(tl.int32)",
-        f"tr = {decode.format(byte='wb')}",
-        "qb = tl.broadcast_to(qc[None, :], tr.shape)",
-        f"{acc} += tl.sum(tl.where(tr > 0, qb, tl.where(tr < 0, -qb, 0)), axis=1)",
+    n = e.offs(n_space)
+    e.emit(where, f"{acc} = tl.zeros([BLOCK_ROWS, {n_space.pow2_block}], dtype=tl.int32)")
+    e.emit(where, "if not USE_DOT:  # additions are summed elementwise, reduced across the chunk once at the end")
+    e.emit(where, f"{INDENT}part = tl.zeros([BLOCK_ROWS, {n_space.pow2_block}, CHUNK], dtype=tl.int32)")
+    e.emit(where, f"for c0 in range(0, {row_bytes}, CHUNK):")
+    loop = [
+        "cb = c0 + tl.arange(0, CHUNK)",
+        f"mcb = cb < {row_bytes}",
+        f"wb = tl.load({e.ptr(w.operand)} + {n}[:, None] * {row_bytes} + cb[None, :], "
+        f"mask={e.mask(n_space)}[:, None] & mcb[None, :], other=0).to(tl.int32)",
     ]
-    for line in body:
-        e.emit(level, "    " + line)
+    for j in range(per):  # unrolled: the trits of digit j sit in columns k = byte * per + j
+        loop += [
+            f"kk = cb * {per} + {j}" if per > 1 else "kk = cb",
+            f"mk = mcb & (kk < {k})",
+            f"tr = tl.where(mk[None, :], {_trit(w.format, j)}, 0)",
+            f"xq = tl.load({q_at}, mask=mask_rows[:, None] & mk[None, :], other=0).to(tl.int32)",
+            "if USE_DOT:",
+            f"{INDENT}{acc} += tl.dot(xq.to(tl.int8), tl.trans(tr.to(tl.int8)), out_dtype=tl.int32)",
+            "else:",
+            f"{INDENT}part += add_sub(tr[None, :, :], xq[:, None, :])",
+        ]
+    for line in loop:
+        e.emit(where, INDENT + line)
+    e.emit(where, "if not USE_DOT:")
+    e.emit(where, f"{INDENT}{acc} += tl.sum(part, axis=2)")
     if xq.kind == "reg":
-        e.emit(level, "tl.debug_barrier()")  # the next row may overwrite the scratch row
+        e.emit(where, "tl.debug_barrier()")  # the next block of rows overwrites the scratch tile
     e.define(op.acc, acc)
 
 
 def emit_dequant(e: Emitter, op: T.DequantOp) -> None:
-    level = e.op_level(op)
-    acc, s, ws = e.value(op.acc), e.value(op.x_scale), e.value(op.weight_scale)
+    where, shape = e.op_where(op), _out_shape(e, op)
+    acc = e.value(op.acc)
+    s = e.shaped(op.x_scale, e.value(op.x_scale), shape)
+    ws = e.value(op.weight_scale)
     out = e.fresh("y")
-    e.emit(level, f"{out} = tl.div_rn({acc}.to(tl.float32), {s} * tl.div_rn(1.0, {ws}))")
+    e.emit(where, f"{out} = tl.div_rn({acc}.to(tl.float32), {s} * tl.div_rn(1.0, {ws}))")
     e.define(op.result, out)
 
 
 def emit_gate_norm(e: Emitter, op: T.GateNormOp) -> None:
-    level = e.op_level(op)
-    g, h, gamma = e.value(op.g), e.value(op.h), e.value(op.gamma)
-    rstd = _rstd(e, level, g, e.feature(op.g), op.eps.value.data)
+    where, shape = e.op_where(op), _out_shape(e, op)
+    g, h = e.value(op.g), e.value(op.h)
+    gamma = e.shaped(op.gamma, e.value(op.gamma), shape)
+    rstd = _rstd(e, where, op.g, g, op.eps.value.data)
     out = e.fresh("o")
-    e.emit(level, f"{out} = {g} * {rstd} * {gamma} * {h} * sigmoid({h})")
-    e.define(op.result, out)
-
-
-def emit_mask(e: Emitter, op: T.MaskOp) -> None:
-    level = e.op_level(op)
-    x, m = e.value(op.x), e.value(op.mask)
-    out = e.fresh("v")
-    e.emit(level, f"{out} = {x} * {m}.to(tl.float32)")
+    e.emit(where, f"{out} = {g} * {rstd}{_reduce(e, op.g)[1]} * {gamma} * {h} * sigmoid({h})")
     e.define(op.result, out)
 
 
 def emit_scan(e: Emitter, op: T.ScanOp) -> None:
-    """h_t = f_t * h_{t-1} + x_t, in order over time inside the program: the state is a register
-    block carried by the time loop, started from h0 (or zeros) before it, left after it."""
-    inner = e.op_level(op)
-    outer = e.level(op.h_last)
+    """h_t = f_t * h_{t-1} + x_t, in order over time inside the program. A block of time steps
+    computes its gates as tiles; they go through scratch tiles to a loop over the block's steps,
+    which carries the state (a register vector over the program's channels) from step to step and
+    from block to block; the state starts from h0 (or zeros) before the first block and is the last
+    state after the last one."""
     space = e.feature(op.x)
     assert space is not None
+    if e.where(op.h_last) == ROWS or not e.nested:
+        raise UserError(f"the triton target cannot generate {op.name} in kernel {e.label}: its state must be per batch row")
     state = e.fresh("state")
     if op.h0 is not None:
-        e.emit(outer, f"{state} = {e.value(op.h0)}")
+        e.emit(e.where(op.h0), f"{state} = {e.value(op.h0)}")
     else:
-        e.emit(outer, f"{state} = tl.zeros([{space.pow2_block}], dtype=tl.float32)")
+        e.emit(e.where(op.h_last), f"{state} = tl.zeros([{space.pow2_block}], dtype=tl.float32)")
     x, f = e.value(op.x), e.value(op.f)
-    e.emit(inner, f"{state} = {f} * {state} + {x}")
+    bc, m = space.pow2_block, e.mask(space)
+    c = f"tl.arange(0, {bc})"  # lanes of the scratch tile (the channels may be a block of a split axis)
+    slots = [e.scratch_slot(space) for _ in range(3)]
+    tile = f"tl.arange(0, BLOCK_ROWS)[:, None] * {bc} + {c}[None, :]"
+    steps = e.ks.rows[-1]
     h = e.fresh("h")
-    e.emit(inner, f"{h} = {state}")
+    for line in (
+        f"tl.store({slots[0]} + {tile}, {x}, mask={e.mask_of(op.x)})",
+        f"tl.store({slots[1]} + {tile}, {f}, mask={e.mask_of(op.x)})",
+        "tl.debug_barrier()",
+        f"for step in range(0, tl.minimum(BLOCK_ROWS, {e.size(steps)} - t0)):",
+        f"{INDENT}x_t = tl.load({slots[0]} + step * {bc} + {c}, mask={m}, other=0.0)",
+        f"{INDENT}f_t = tl.load({slots[1]} + step * {bc} + {c}, mask={m}, other=0.0)",
+        f"{INDENT}{state} = f_t * {state} + x_t",
+        f"{INDENT}tl.store({slots[2]} + step * {bc} + {c}, {state}, mask={m})",
+        "tl.debug_barrier()",
+        f"{h} = tl.load({slots[2]} + {tile}, mask={e.mask_of(op.x)}, other=0.0)",
+        "tl.debug_barrier()",
+    ):
+        e.emit(ROWS, line)
     e.define(op.h, h)
-    e.define(op.h_last, state, post=True, level=outer)
-
-
-def emit_scan_step(e: Emitter, op: T.ScanStepOp) -> None:
-    level = e.op_level(op)
-    x, f, h = e.value(op.x), e.value(op.f), e.value(op.h)
-    out = e.fresh("h")
-    e.emit(level, f"{out} = {f} * {h} + {x}")
-    e.define(op.result, out)
+    e.define(op.h_last, state, after=True)
 
 
 def emit_embedding(e: Emitter, op: T.EmbeddingOp) -> None:
-    level = e.op_level(op)
+    where = e.op_where(op)
     table = e.held[op.table]
     ids = e.value(op.ids)
     space = e.feature(op.result)
     assert space is not None and table.kind == "mem"
     d = e.size(space)
     out = e.fresh("emb")
-    e.emit(
-        level,
-        f"{out} = tl.load({e.ptr(table.operand)} + {ids} * {d} + {e.offs(space)}, mask={e.mask(space)}, other=0)"
-        ".to(tl.float32)",
-    )
+    row = f"{ids}[:, None]" if e.shape_of(op.result) == "2d" else ids
+    offs = f"{e.offs(space)}[None, :]" if e.shape_of(op.result) == "2d" else e.offs(space)
+    e.emit(where, f"{out} = tl.load({e.ptr(table.operand)} + {row} * {d} + {offs}, mask={e.mask_of(op.result)}, other=0)"
+                  ".to(tl.float32)")
     e.define(op.result, out)
 
 
@@ -258,31 +295,25 @@ def emit_unpack(e: Emitter, op: T.UnpackOp) -> None:
     e.held[op.trits] = e.held[op.packed]  # accum reads the packed bytes and unpacks them in registers
 
 
-def raise_unsupported(e: Emitter, op: Operation, why: str) -> None:
-    from mmfc.dialects.diagnostics import UserError
-
-    raise UserError(f"the triton target cannot generate {op.name} in kernel {e.label}: {why}")
-
-
 EMITTERS: dict[type[Operation], Emit] = {
     T.RMSNormOp: emit_rmsnorm,  # type: ignore[dict-item]
     T.RMSNormalizeOp: emit_rms_normalize,  # type: ignore[dict-item]
-    T.ScaleOp: _binary("{a} * {b}"),
+    T.ScaleOp: _elementwise("{0} * {1}"),
     T.ResidualRMSNormOp: emit_residual_rmsnorm,  # type: ignore[dict-item]
     T.QuantActOp: emit_quant_act,  # type: ignore[dict-item]
     T.AccumOp: emit_accum,  # type: ignore[dict-item]
     T.DequantOp: emit_dequant,  # type: ignore[dict-item]
-    T.SigmoidOp: _unary("sigmoid({x})"),
-    T.SiluOp: _unary("{x} * sigmoid({x})"),
-    T.OneMinusOp: _unary("1.0 - {x}"),
-    T.SiluMulOp: _binary("tl.div_rn({a} * {b}, 1.0 + tl.exp(-{a}))"),
-    T.MulOp: _binary("{a} * {b}"),
-    T.AddOp: _binary("{a} + {b}"),
-    T.SubOp: _binary("{a} - {b}"),
-    T.ScanStepOp: emit_scan_step,  # type: ignore[dict-item]
-    T.LowerBoundOp: _binary("{b} + (1.0 - {b}) * {a}"),
+    T.SigmoidOp: _elementwise("sigmoid({0})"),
+    T.SiluOp: _elementwise("{0} * sigmoid({0})"),
+    T.OneMinusOp: _elementwise("1.0 - {0}"),
+    T.SiluMulOp: _elementwise("tl.div_rn({0} * {1}, 1.0 + tl.exp(-{0}))"),
+    T.MulOp: _elementwise("{0} * {1}"),
+    T.AddOp: _elementwise("{0} + {1}"),
+    T.SubOp: _elementwise("{0} - {1}"),
+    T.ScanStepOp: _elementwise("{1} * {2} + {0}"),  # f * h + x
+    T.LowerBoundOp: _elementwise("{1} + (1.0 - {1}) * {0}"),  # lb + (1 - lb) * x
     T.GateNormOp: emit_gate_norm,  # type: ignore[dict-item]
-    T.MaskOp: emit_mask,  # type: ignore[dict-item]
+    T.MaskOp: _elementwise("{0} * {1}.to(tl.float32)"),
     T.ScanOp: emit_scan,  # type: ignore[dict-item]
     T.EmbeddingOp: emit_embedding,  # type: ignore[dict-item]
     T.SplitOp: emit_split,  # type: ignore[dict-item]
@@ -292,4 +323,4 @@ EMITTERS: dict[type[Operation], Emit] = {
 ``lower_bounds`` and ``row`` (weight-only: folded when the model is built, see :mod:`.legalize`)."""
 
 
-__all__ = ["EMITTERS", "PRELUDE"]
+__all__ = ["EMITTERS", "PRELUDE", "Space"]

@@ -2,39 +2,50 @@
 
 The kernel's grid axes become program ids; its feature spaces (:mod:`.analysis`) become blocks
 ``tl.arange(0, BLOCK)`` with masks (offset by ``program_id * block`` where a grid axis splits them);
-its row spaces (batch, time) become loops, outermost first, so a recurrence runs in order over time
-inside one program. Every body op is turned into Triton source by its emitter (:mod:`.emitters`, one
-entry per op type); an op without one is a compile error naming the op and the kernel's label.
+its rows (batch, time) are processed **a block of rows at a time**: values are 2-D tiles
+``[BLOCK_ROWS, BLOCK_F]``, so the weights a program loads serve every row of the block (the batch of
+a decode step, a tile of a prompt), and a per-row statistic is a ``[BLOCK_ROWS]`` vector. Every body
+op is turned into Triton source by its emitter (:mod:`.emitters`, one entry per op type); an op
+without one is a compile error naming the op and the kernel's label.
+
+Two loop shapes:
+
+* the rows of every value are all the row dims (every kernel but the prefill recurrence): the rows
+  are flattened (row-major, as the tensors lie in memory) and one loop walks them in blocks;
+* some value has only the outer row dims (the recurrence's initial and final state ``[B, d]``): the
+  program loops over the outer rows one at a time and over blocks of the innermost row dim (time)
+  inside, so the recurrence runs in order over time, its state carried in registers from block to
+  block.
 
 Generated code is plain ``tl.*`` with pointer arithmetic and masks (no libdevice, inline asm,
 ``make_block_ptr`` or autotuning), so it runs under ``TRITON_INTERPRET=1`` on a CPU as well as
-compiled on a GPU, and on Triton 3.6 and 3.9 alike.
-
-Layout of the function::
+compiled on a GPU, and on Triton 3.6 and 3.9 alike. Layout of the function::
 
     def k_<label>(<one pointer per operand>, <one per result>, <one per debug value>, <scratch>,
-                  <run-time sizes>, DEBUG: tl.constexpr):
+                  <run-time sizes>, BLOCK_ROWS, CHUNK, USE_DOT, DEBUG: tl.constexpr):
         <program ids, feature offsets and masks, row ranges>
-        <level 0: values the same in every row (norm weights, scales)>
-        for i_<batch> in range(lo, hi):
-            <level 1>
-            for i_<time> in range(lo, hi):
-                <level 2: one row>
-            <after level 2: what a recurrence leaves after the last step>
+        <values the same in every row (norm weights, scales)>
+        [for i_<outer> in range(lo, hi):          (second loop shape only)
+            <values of one outer row (a recurrence's state)>]
+            for r0 in range(lo, hi, BLOCK_ROWS):
+                rows = r0 + tl.arange(0, BLOCK_ROWS)
+                <the body on [BLOCK_ROWS, BLOCK_F] tiles>
+            [<what a recurrence leaves after the last row>]
 
-Values are held in registers one row at a time; a value that an op must read in chunks (the int8
-activations of ``accum``, whose weight tile would not fit in registers whole) goes through a small
-per-program scratch row. ``DEBUG`` (a constexpr: compiled out when false) stores every body value,
-assembled whole over the programs, for the shared kernel dump.
+``BLOCK_ROWS`` and ``CHUNK`` (weight bytes per step of an accumulation) are chosen by the runtime at
+launch; ``USE_DOT`` selects int8 tensor-core dots for accumulations over blocks of rows; ``DEBUG``
+(compiled out when false) stores every body value, assembled whole over the programs, for the shared
+kernel dump. A value an op must read in pieces (the int8 activations of ``accum``, the gates of a
+recurrence) goes through a per-program float32 scratch tile.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from xdsl.dialects.builtin import TensorType
+from xdsl.dialects.builtin import AnyFloat, Float32Type, TensorType
 from xdsl.ir import Operation, SSAValue
 from xdsl.traits import IsTerminator
 
@@ -43,7 +54,7 @@ from mmfc.dialects.diagnostics import UserError
 from mmfc.backends.triton.analysis import KernelSpaces, Space, analyze
 
 INDENT = "    "
-_SCRATCH = "__SCRATCH_BYTES__"  # replaced by the total once every scratch row is known
+_SCRATCH = "__SCRATCH_PER_ROW__"  # replaced by the total once every scratch slot is known
 
 
 def python_name(text: str, prefix: str = "k_") -> str:
@@ -52,47 +63,31 @@ def python_name(text: str, prefix: str = "k_") -> str:
     return prefix + re.sub(r"\W+", "_", text).strip("_")
 
 
-def triton_dtype(t: Any) -> str:
-    """The ``tl`` dtype of an IR element type (``tl.float32``, ``tl.int8``, ...)."""
-    from xdsl.dialects.builtin import BFloat16Type, Float16Type, Float32Type, Float64Type, IntegerType
-
-    if isinstance(t, T.PackedType):
-        return "tl.uint8"
-    if isinstance(t, T.TritsType):
-        return "tl.int8"
-    e = t.get_element_type() if isinstance(t, TensorType) else t
-    if isinstance(e, Float32Type):
-        return "tl.float32"
-    if isinstance(e, BFloat16Type):
-        return "tl.bfloat16"
-    if isinstance(e, Float16Type):
-        return "tl.float16"
-    if isinstance(e, Float64Type):
-        return "tl.float64"
-    if isinstance(e, IntegerType):
-        return f"tl.int{e.width.data}"
-    raise UserError(f"the triton target has no representation for values of type {t}")
+# Where a value lives, relative to the row loops.
+CONST = "const"  # the same in every row (a norm weight, a weight scale)
+OUTER = "outer"  # one per outer row (a recurrence's state [B, d] in a prefill)
+ROWS = "rows"  # one per row: held as a [BLOCK_ROWS] or [BLOCK_ROWS, BLOCK_F] tile
 
 
 @dataclass
 class Held:
     """How the generated code holds a value.
 
-    ``kind``: ``reg`` (a variable ``var``: a block over its feature space, or a scalar per row),
-    ``mem`` (in memory: kernel operand ``operand``, read when used; ``offset`` a feature-axis offset
-    in elements, for the halves of a ``split``), ``weight`` (a weight matrix in memory, read by
-    ``accum``: ``operand`` and its ``format``: ``2bit``, ``base3`` or ``trits``).
-    ``level``: the loop depth it lives at; ``post``: defined after that level's inner loop.
+    ``kind``: ``reg`` (a variable ``var``), ``mem`` (in memory: kernel operand ``operand``, read when
+    used; ``offset`` elements along its feature axis, for the halves of a ``split``; ``base`` the
+    memory value whose layout it follows) or ``weight`` (a weight matrix read by ``accum``:
+    ``operand`` and its ``format``: ``2bit``, ``base3`` or ``trits``). ``where``: :data:`CONST`,
+    :data:`OUTER` or :data:`ROWS`; ``after``: defined after the row loop (a recurrence's last state).
     """
 
     kind: str
-    level: int
+    where: str
     var: str = ""
     operand: int = -1
     offset: str = "0"
     format: str = ""
-    post: bool = False
-    base: SSAValue | None = None  # the memory value a view lies in (its layout gives the strides)
+    after: bool = False
+    base: SSAValue | None = None
 
 
 @dataclass
@@ -117,8 +112,10 @@ class KernelSource:
     text: str
     spaces: KernelSpaces
     size_args: list[Space]
-    scratch_bytes: int  # per program (0: no scratch)
+    scratch_per_row: int  # float32 elements of scratch per row of a block, per program (0: none)
     debug: list[DebugValue]
+    max_block: int  # the widest feature block (for the number of warps)
+    accum_k: list[int]  # the K of every accumulation (for the CHUNK the runtime picks)
 
 
 class Emitter:
@@ -129,38 +126,55 @@ class Emitter:
         self.name = name
         self.label = _label(kernel)
         self.ks = analyze(kernel)
-        self.depth = len(self.ks.rows)
-        self.code: list[list[str]] = [[] for _ in range(self.depth + 1)]
-        self.post: list[list[str]] = [[] for _ in range(self.depth + 1)]
+        rows = self.ks.rows
+        levels = {self.ks.level(v) for v in self._all_values()}
+        self.nested = any(0 < lv < len(rows) for lv in levels)
+        if self.nested and any(0 < lv < len(rows) - 1 for lv in levels):
+            raise UserError(f"kernel {self.label}: values of more than one outer row level are not supported")
+        self.sections: dict[str, list[str]] = {"top": [], "outer": [], "block": [], "after": []}
         self.held: dict[SSAValue, Held] = {}
         self.debug: list[DebugValue] = []
-        self.scratch_bytes = 0
+        self.scratch_per_row = 0
+        self.accum_k: list[int] = []
         self._n = 0
-        self._loaded: dict[tuple[SSAValue, int], str] = {}
-        block = kernel.body.block
-        for i, arg in enumerate(block.args):
+        self._loaded: dict[SSAValue, str] = {}
+        for i, arg in enumerate(kernel.body.block.args):
             t = arg.type
             if isinstance(t, T.PackedType):
-                self.held[arg] = Held("weight", 0, operand=i, format=t.format.data)
+                self.held[arg] = Held("weight", CONST, operand=i, format=t.format.data)
             elif isinstance(t, T.TritsType):
-                self.held[arg] = Held("weight", 0, operand=i, format="trits")
+                self.held[arg] = Held("weight", CONST, operand=i, format="trits")
             else:
-                self.held[arg] = Held("mem", self.level(arg), operand=i)
+                self.held[arg] = Held("mem", self.where(arg), operand=i)
 
-    # ------------------------------------------------------------------------------ names, levels
+    def _all_values(self) -> list[SSAValue]:
+        block = self.kernel.body.block
+        return [*block.args, *(r for op in block.ops for r in op.results)]
+
+    # ------------------------------------------------------------------------------ names, places
 
     def fresh(self, hint: str) -> str:
         self._n += 1
         return f"{hint}{self._n}"
 
-    def level(self, v: SSAValue) -> int:
-        return self.ks.level(v)
+    def where(self, v: SSAValue) -> str:
+        level = self.ks.level(v)
+        if level == 0:
+            return CONST
+        return ROWS if level == len(self.ks.rows) else OUTER
 
-    def op_level(self, op: Operation) -> int:
-        return max([self.level(v) for v in (*op.operands, *op.results)] + [0])
+    def op_where(self, op: Operation) -> str:
+        places = {self.where(v) for v in (*op.operands, *op.results)}
+        return ROWS if ROWS in places else (OUTER if OUTER in places else CONST)
 
-    def emit(self, level: int, line: str, *, post: bool = False) -> None:
-        (self.post if post else self.code)[level].append(line)
+    def emit(self, where: str, line: str, *, after: bool = False) -> None:
+        if where == ROWS:
+            section = "block"
+        elif where == OUTER:
+            section = "after" if after else "outer"
+        else:
+            section = "top"
+        self.sections[section].append(line)
 
     # ------------------------------------------------------------------------------ spaces
 
@@ -180,23 +194,57 @@ class Emitter:
         """The size as a float32 expression (for means)."""
         return f"{float(s.static)!r}" if s.static is not None else f"{s.size_arg}.to(tl.float32)"
 
-    def row_offset(self, v: SSAValue, feature_index: str | None) -> str:
-        """The element offset of ``v``'s current row (and of ``feature_index`` along its feature
-        space) in row-major order."""
-        dims = self.ks.of(v)
-        terms = []
-        stride = "1"
-        for s in reversed(dims):
-            if s.kind == "row":
-                idx = f"i_{s.name}"
-            elif s.kind == "unit":
-                idx = None
-            else:
-                idx = feature_index
-            if idx is not None and idx != "0":
-                terms.append(idx if stride == "1" else f"({idx}) * {stride}")
-            stride = self.size(s) if stride == "1" else f"{self.size(s)} * {stride}"
-        return " + ".join(reversed(terms)) or "0"
+    def shape_of(self, v: SSAValue) -> str:
+        """``2d`` ([rows, features]), ``rows`` ([rows]), ``feat`` ([features]) or ``scalar``."""
+        feature = self.feature(v) is not None
+        if self.where(v) == ROWS:
+            return "2d" if feature else "rows"
+        return "feat" if feature else "scalar"
+
+    def shaped(self, v: SSAValue, var: str, to: str) -> str:
+        """``var`` (holding ``v``) broadcast to combine with a value of shape ``to``."""
+        shape = self.shape_of(v)
+        if to == "2d" and shape == "feat":
+            return f"{var}[None, :]"
+        if to == "2d" and shape == "rows":
+            return f"{var}[:, None]"
+        return var
+
+    def mask_of(self, v: SSAValue) -> str:
+        """The mask of ``v``'s tile (rows and feature where it has them)."""
+        s = self.feature(v)
+        shape = self.shape_of(v)
+        if shape == "2d":
+            return f"mask_rows[:, None] & {self.mask(s)}[None, :]"  # type: ignore[arg-type]
+        if shape == "rows":
+            return "mask_rows"
+        if shape == "feat":
+            return self.mask(s)  # type: ignore[arg-type]
+        return ""
+
+    def _row_stride(self, v: SSAValue) -> str:
+        """Elements between consecutive rows of ``v`` (the product of its non-row dims)."""
+        parts = [self.size(s) for s in self.ks.of(v) if s.kind != "row"]
+        return " * ".join(parts) if parts else "1"
+
+    def address(self, v: SSAValue, feature_index: str | None, layout: SSAValue | None = None) -> str:
+        """Element offsets of ``v``'s current tile: its rows (all, or the current outer row, or none)
+        and ``feature_index`` along its feature axis. ``layout``: the memory value whose strides
+        apply (a view's base)."""
+        lay = layout if layout is not None else v
+        where = self.where(v)
+        stride = self._row_stride(lay)
+        if where == ROWS:
+            row = "rows" if self.feature(v) is None else "rows[:, None]"
+            base = row if stride == "1" else f"{row} * {stride}"
+        elif where == OUTER:
+            base = "i_outer" if stride == "1" else f"i_outer * {stride}"
+        else:
+            base = ""
+        if feature_index is None:
+            return base or "0"
+        idx = feature_index if where != ROWS else f"({feature_index})[None, :]"
+        return f"{base} + {idx}" if base else idx
 
     # ------------------------------------------------------------------------------ values
 
@@ -204,7 +252,7 @@ class Emitter:
         return f"in{operand}"
 
     def value(self, v: SSAValue) -> str:
-        """A variable holding ``v`` for the current row (loading an operand on first use)."""
+        """A variable holding ``v`` for the current tile (loading an operand on first use)."""
         h = self.held.get(v)
         if h is None:
             raise UserError(f"kernel {self.label}: a value is used before the generated code defines it")
@@ -212,12 +260,11 @@ class Emitter:
             return h.var
         if h.kind == "weight":
             raise UserError(f"kernel {self.label}: a weight matrix is read here by an op that is not ternary.accum")
-        key = (v, 0)
-        if key in self._loaded:
-            return self._loaded[key]
+        if v in self._loaded:
+            return self._loaded[v]
         var = self.fresh("x")
-        self._loaded[key] = var
-        self.emit(h.level, f"{var} = {self.load_expr(v, h)}")
+        self._loaded[v] = var
+        self.emit(h.where, f"{var} = {self.load_expr(v, h)}")
         return var
 
     def load_expr(self, v: SSAValue, h: Held) -> str:
@@ -225,15 +272,16 @@ class Emitter:
         t = v.type
         if not isinstance(t, TensorType) or not t.get_shape():
             return f"tl.load({self.ptr(h.operand)})"  # a scalar (a weight scale)
-        if s is None:  # a per-row scalar (token id, mask)
-            return f"tl.load({self.ptr(h.operand)} + {self.row_offset(v, None)})"
-        index = self.offs(s) if h.offset == "0" else f"{self.offs(s)} + {h.offset}"
-        layout = h.base if h.base is not None else v
-        load = f"tl.load({self.ptr(h.operand)} + {self.row_offset(layout, index)}, mask={self.mask(s)}, other=0)"
-        return f"{load}.to(tl.float32)" if _is_float(t) and triton_dtype(t) != "tl.float32" else load
+        index = None
+        if s is not None:
+            index = self.offs(s) if h.offset == "0" else f"{self.offs(s)} + {h.offset}"
+        mask = self.mask_of(v)
+        where = f"{self.ptr(h.operand)} + {self.address(v, index, h.base)}"
+        load = f"tl.load({where}, mask={mask}, other=0)" if mask else f"tl.load({where})"
+        return f"{load}.to(tl.float32)" if _is_float(t) and not isinstance(t.get_element_type(), Float32Type) else load
 
-    def define(self, v: SSAValue, var: str, *, post: bool = False, level: int | None = None) -> None:
-        self.held[v] = Held("reg", self.level(v) if level is None else level, var=var, post=post)
+    def define(self, v: SSAValue, var: str, *, after: bool = False) -> None:
+        self.held[v] = Held("reg", self.where(v), var=var, after=after)
 
     def view(self, v: SSAValue, of: SSAValue, offset: str) -> None:
         """``v`` is a part of memory value ``of``, ``offset`` elements along its feature axis."""
@@ -245,18 +293,18 @@ class Emitter:
             )
         self.held[v] = Held(
             "mem",
-            h.level,
+            h.where,
             operand=h.operand,
             offset=offset if h.offset == "0" else f"{h.offset} + {offset}",
             base=h.base if h.base is not None else of,
         )
 
-    def new_scratch(self, s: Space, dtype_bytes: int = 1) -> str:
-        """A per-program scratch row for a block over ``s`` (the runtime allocates every program's
-        rows: :attr:`scratch_bytes` each)."""
-        offset = self.scratch_bytes
-        self.scratch_bytes += s.pow2_block * dtype_bytes
-        return f"scratch + pid_linear * {_SCRATCH} + {offset}"
+    def scratch_slot(self, s: Space) -> str:
+        """A float32 scratch tile ``[BLOCK_ROWS, BLOCK(s)]`` of this program (row-major, row stride
+        ``BLOCK(s)``): the expression of its base pointer. The runtime allocates every program's."""
+        offset = self.scratch_per_row
+        self.scratch_per_row += s.pow2_block
+        return f"scratch + pid_linear * BLOCK_ROWS * {_SCRATCH} + BLOCK_ROWS * {offset}"
 
     # ------------------------------------------------------------------------------ generating
 
@@ -273,7 +321,11 @@ class Emitter:
             emitter(self, op)
             self._note_debug(index, op)
         self._store_results()
-        return KernelSource(self.name, self.label, self._assemble(), self.ks, self._size_args(), self.scratch_bytes, self.debug)
+        widest = max([s.pow2_block for s in self.ks.spaces if s.kind == "feature"] + [1])
+        return KernelSource(
+            self.name, self.label, self._assemble(), self.ks, self._size_args(), self.scratch_per_row, self.debug,
+            widest, self.accum_k,
+        )
 
     def _note_debug(self, index: int, op: Operation) -> None:
         from mmfc.dialects.values import value_dtype
@@ -284,14 +336,14 @@ class Emitter:
                 continue
             dv = DebugValue(index, op.name, r_index, self.ks.of(r), str(value_dtype(r.type)), name=f"dbg{len(self.debug)}")
             self.debug.append(dv)
-            self.emit(h.level, f"if DEBUG:", post=h.post)
-            self.emit(h.level, INDENT + self._store_line(dv.name, r, h.var), post=h.post)
+            self.emit(h.where, "if DEBUG:", after=h.after)
+            self.emit(h.where, INDENT + self.store_line(dv.name, r, h.var), after=h.after)
 
-    def _store_line(self, ptr: str, v: SSAValue, var: str) -> str:
+    def store_line(self, ptr: str, v: SSAValue, var: str) -> str:
         s = self.feature(v)
-        if s is None:
-            return f"tl.store({ptr} + {self.row_offset(v, None)}, {var})"
-        return f"tl.store({ptr} + {self.row_offset(v, self.offs(s))}, {var}, mask={self.mask(s)})"
+        where = f"{ptr} + {self.address(v, None if s is None else self.offs(s))}"
+        mask = self.mask_of(v)
+        return f"tl.store({where}, {var}, mask={mask})" if mask else f"tl.store({where}, {var})"
 
     def _store_results(self) -> None:
         yield_op = self.kernel.body.block.last_op
@@ -299,7 +351,7 @@ class Emitter:
         for i, (y, r) in enumerate(zip(yield_op.values, self.kernel.results)):
             h = self.held[y]
             var = self.value(y)
-            self.emit(h.level, self._store_line(f"out{i}", r, var), post=h.post)
+            self.emit(h.where, self.store_line(f"out{i}", r, var), after=h.after)
 
     def _size_args(self) -> list[Space]:
         return [s for s in self.ks.spaces if s.static is None]
@@ -307,13 +359,12 @@ class Emitter:
     def _preamble(self) -> list[str]:
         grid = self.kernel.grid_sizes()
         lines = [f"pid{a} = tl.program_id({a})" for a in range(len(grid))]
+        lin = "0"
         if grid:
             lin = "pid0"
             for a in range(1, len(grid)):
                 lin = f"({lin}) * tl.num_programs({a}) + pid{a}"
-            lines.append(f"pid_linear = {lin}")
-        else:
-            lines.append("pid_linear = 0")
+        lines.append(f"pid_linear = {lin}")
         for s in self.ks.spaces:
             if s.kind == "feature":
                 n = s.pow2_block
@@ -324,13 +375,50 @@ class Emitter:
                 else:
                     lines.append(f"{self.offs(s)} = tl.arange(0, {n})")
                     lines.append(f"{self.mask(s)} = {self.offs(s)} < {self.size(s)}")
-        for s in self.ks.rows:
-            if s.axis is not None:
-                lines.append(f"lo_{s.name} = pid{s.axis} * {s.block}")
-                lines.append(f"hi_{s.name} = tl.minimum(lo_{s.name} + {s.block}, {self.size(s)})")
-            else:
-                lines.append(f"lo_{s.name} = 0")
-                lines.append(f"hi_{s.name} = {self.size(s)}")
+        return lines
+
+    def _range(self, s: Space) -> tuple[str, str]:
+        if s.axis is not None:
+            lo = f"pid{s.axis} * {s.block}"
+            return lo, f"tl.minimum({lo} + {s.block}, {self.size(s)})"
+        return "0", self.size(s)
+
+    def _loops(self) -> list[str]:
+        rows = self.ks.rows
+        body = self.sections["block"] or ["pass"]
+        if not rows:  # no rows at all: the body runs once, as a block of one row
+            head = ["rows = tl.arange(0, BLOCK_ROWS)", "mask_rows = rows < 1"]
+            return head + self.sections["block"] + self.sections["after"]
+        if not self.nested:
+            if any(s.axis is not None for s in rows[1:]):
+                raise UserError(f"kernel {self.label}: only the outermost row dim may be split by the grid")
+            lo, hi = self._range(rows[0])
+            inner = " * ".join(self.size(s) for s in rows[1:])
+            if inner:
+                lo, hi = f"({lo}) * {inner}", f"({hi}) * {inner}"
+            lines = [f"rows_lo = {lo}", f"rows_hi = {hi}", "for r0 in range(rows_lo, rows_hi, BLOCK_ROWS):"]
+            lines += [INDENT + "rows = r0 + tl.arange(0, BLOCK_ROWS)", INDENT + "mask_rows = rows < rows_hi"]
+            return lines + [INDENT + line for line in body]
+        outer, last = rows[:-1], rows[-1]
+        if last.axis is not None:
+            raise UserError(f"kernel {self.label}: the time dim of a recurrence cannot be split by the grid")
+        lines: list[str] = []
+        # one loop per outer row space, innermost last; i_outer is the flat outer row index
+        flat = "0"
+        indent = ""
+        for s in outer:
+            lo, hi = self._range(s)
+            lines.append(f"{indent}for i_{s.name} in range({lo}, {hi}):")
+            indent += INDENT
+            flat = f"i_{s.name}" if flat == "0" else f"({flat}) * {self.size(s)} + i_{s.name}"
+        lines.append(f"{indent}i_outer = {flat}")
+        lines += [indent + line for line in self.sections["outer"]]
+        lines.append(f"{indent}for t0 in range(0, {self.size(last)}, BLOCK_ROWS):")
+        lines.append(f"{indent}{INDENT}steps = t0 + tl.arange(0, BLOCK_ROWS)")
+        lines.append(f"{indent}{INDENT}mask_rows = steps < {self.size(last)}")
+        lines.append(f"{indent}{INDENT}rows = i_outer * {self.size(last)} + steps")
+        lines += [indent + INDENT + line for line in body]
+        lines += [indent + line for line in self.sections["after"]]
         return lines
 
     def signature(self) -> list[str]:
@@ -344,24 +432,15 @@ class Emitter:
 
     def _assemble(self) -> str:
         sizes = [s.size_arg for s in self._size_args()]
+        constexprs = ["BLOCK_ROWS: tl.constexpr", "CHUNK: tl.constexpr", "USE_DOT: tl.constexpr", "DEBUG: tl.constexpr"]
         lines = [f"@triton.jit(do_not_specialize={sizes!r})" if sizes else "@triton.jit"]
-        lines.append(f"def {self.name}({', '.join([*self.signature(), 'DEBUG: tl.constexpr'])}):")
-        body = [*self._preamble(), *self.code[0]]
-        inner: list[str] = []
-        for level in range(self.depth, 0, -1):
-            s = self.ks.rows[level - 1]
-            # inside loop ``level``: its rows' code, the next loop, then what comes after that loop
-            content = self.code[level] + inner + self.post[level]
-            inner = [f"for i_{s.name} in range(lo_{s.name}, hi_{s.name}):"]
-            inner += [INDENT + line for line in content] or [INDENT + "pass"]
-        body += inner + self.post[0]
+        lines.append(f"def {self.name}({', '.join([*self.signature(), *constexprs])}):")
+        body = [*self._preamble(), *self.sections["top"], *self._loops()]
         lines += [INDENT + line for line in body]
-        return "\n".join(lines).replace(_SCRATCH, str(self.scratch_bytes)) + "\n"
+        return "\n".join(lines).replace(_SCRATCH, str(self.scratch_per_row)) + "\n"
 
 
 def _is_float(t: Any) -> bool:
-    from xdsl.dialects.builtin import AnyFloat
-
     return isinstance(t, TensorType) and isinstance(t.get_element_type(), AnyFloat)
 
 
@@ -375,4 +454,4 @@ def generate_kernel(kernel: T.KernelOp, name: str) -> KernelSource:
     return Emitter(kernel, name).generate()
 
 
-__all__ = ["DebugValue", "Emitter", "Held", "KernelSource", "generate_kernel", "python_name", "triton_dtype"]
+__all__ = ["CONST", "OUTER", "ROWS", "DebugValue", "Emitter", "Held", "KernelSource", "generate_kernel", "python_name"]

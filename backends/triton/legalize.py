@@ -8,9 +8,10 @@ kernels and does no model arithmetic in PyTorch, so:
 * an op whose operands are all weights (or folded values) is **folded** when the model is built:
   its value is computed once with the shared op semantics (``dialects.ternary.semantics``) and
   becomes a constant the runtime uploads like a weight;
-* any other function-level op is **wrapped** in a kernel of its own, over a grid that splits every
-  dim the op's tiling rule lets it split (rows one per program, the last dim in blocks of 256); the
-  kernel verifier (the shared split rule) checks it, and an op it refuses runs as a single program.
+* any other function-level op is **wrapped** in a kernel of its own, over a grid that splits its
+  outermost dim (one batch row per program) and its last dim (blocks of 256) where the op's tiling
+  rule lets it; the kernel verifier (the shared split rule) checks it, and an op it refuses runs as
+  a single program.
 
 The module is changed in place: work on a clone.
 """
@@ -90,9 +91,10 @@ def wrap(op: Operation) -> T.KernelOp:
     rule = op.tile_rule()
     first = rule.results[0] if rule.results else ()
     operand_labels = {label for labels in rule.operands for label in labels}
-    axes: list[str] = [
-        label for label in dict.fromkeys(first) if label not in rule.whole and label in operand_labels
-    ]
+    # the outermost dim (one batch row per program: the others are looped over in blocks) and the
+    # feature dim, where the op lets a grid axis split them
+    candidates = dict.fromkeys([*first[:1], *first[-1:]])
+    axes = [label for label in candidates if label not in rule.whole and label in operand_labels]
     for candidate in (axes, []):
         kernel = _kernel_for(op, candidate, rule)
         try:

@@ -48,8 +48,26 @@ def _torch_dtype(name: str) -> Any:
 
 def _interpret() -> None:
     """Run Triton kernels in its interpreter from now on, in this process: ``TRITON_INTERPRET=1``
-    must be set before a kernel is decorated, and Triton reads it again at launch."""
+    must be set before a kernel is decorated, and Triton reads it again at launch.
+
+    Triton's own library functions (``tl.sum``, ``tl.max``, ...) are decorated when
+    ``triton.language`` is first imported, and on a CPU something often imports it early (PyTorch's
+    FX and dynamo do, to see whether Triton is there): those compiled-only functions are then
+    re-wrapped for the interpreter, as they would have been had the variable been set first."""
     os.environ["TRITON_INTERPRET"] = "1"
+    if "triton.language" not in sys.modules:
+        return
+    import triton.language as tl
+    from triton.language import standard
+    from triton.runtime.interpreter import InterpretedFunction
+    from triton.runtime.jit import JITFunction
+
+    for name, fn in list(vars(standard).items()):
+        if type(fn) is JITFunction:
+            wrapped = InterpretedFunction(fn.fn)
+            setattr(standard, name, wrapped)
+            if getattr(tl, name, None) is fn:
+                setattr(tl, name, wrapped)
 
 
 def choose_device(option: str) -> tuple[str, bool]:
@@ -89,13 +107,32 @@ def _check_packed(raw: np.ndarray, fmt: str, sym: str) -> None:
         raise UserError(f"weight @{sym}: invalid {fmt} code in the packed bytes (the weight store is corrupt)")
 
 
+def _pow2(n: int) -> int:
+    return 1 << max(0, (max(n, 1) - 1).bit_length())
+
+
+@dataclass
+class _Launch:
+    """One kernel launch: the kernel, its grid, its arguments and keyword arguments (constexprs,
+    warps), and for the debug mode its plan step and debug buffers."""
+
+    kernel: Any
+    grid: tuple[int, ...]
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    step: dict[str, Any] = field(default_factory=dict)
+    dbg: dict[str, Any] = field(default_factory=dict)
+
+    def __call__(self) -> None:
+        self.kernel[self.grid](*self.args, **self.kwargs)
+
+
 @dataclass
 class _Workspace:
     """Every buffer of one entry point at one input shape, allocated once (``decode_step``)."""
 
     buffers: dict[str, Any] = field(default_factory=dict)
-    scratch: list[Any] = field(default_factory=list)
-    launches: list[tuple[Any, tuple[int, ...], tuple[Any, ...]]] = field(default_factory=list)
+    launches: list[_Launch] = field(default_factory=list)
     graph: Any = None
 
 
@@ -127,6 +164,7 @@ class TritonRunner(Runner):
                 f"format {PLAN_FORMAT} (compile the model again)"
             )
         self.use_graphs = bool(options.get("graphs", True)) and not self.interpret
+        self.accumulate = str(options.get("accumulate", "auto"))
         self.buffers: dict[str, Any] = {}
         self._upload_weights(store, folder)
         self._dummy = torch.zeros(1, dtype=torch.int8, device=self._device)
@@ -218,8 +256,9 @@ class TritonRunner(Runner):
         if entry == "decode_step":
             return self._run_workspace(entry, args)
         env = self._bind(entry, args)
-        for launch in self._launches(entry, env, allocate=True):
-            self._launch(*launch)
+        for launch in self._launches(entry, env):
+            self.launch_count += 1
+            launch()
         return [env[name] for name in self.plan["entries"][entry]["outputs"]]
 
     def _check_ids(self, entry: str, args: list[Any]) -> None:
@@ -245,10 +284,10 @@ class TritonRunner(Runner):
         return env
 
     def _launches(
-        self, entry: str, env: dict[str, Any], *, allocate: bool, owned: frozenset[str] = frozenset(), debug: bool = False
-    ) -> Iterator[tuple[Any, tuple[int, ...], tuple[Any, ...], dict[str, Any], dict[str, Any]]]:
-        """Each launch of ``entry`` as ``(kernel, grid, args, step, debug buffers)``, allocating the
-        outputs into ``env`` as it goes; an output may reuse an input that is in ``owned``."""
+        self, entry: str, env: dict[str, Any], *, owned: frozenset[str] = frozenset(), debug: bool = False
+    ) -> Iterator[_Launch]:
+        """Each launch of ``entry``, allocating its outputs into ``env`` as it goes (an output may be
+        written over an input that is in ``owned``)."""
         torch = self.torch
         for step in self.plan["entries"][entry]["steps"]:
             ins = [env[name] for name in step["inputs"]]
@@ -263,24 +302,47 @@ class TritonRunner(Runner):
                 alias = step["in_place"].get(str(r))
                 if alias is not None and step["inputs"][alias] in owned:
                     env[name] = ins[alias]
-                elif allocate or name not in env:
+                else:
                     env[name] = torch.empty([dim(s) for s in shape], dtype=_torch_dtype(dtype), device=self._device)
                 outs.append(env[name])
             dbg: dict[str, Any] = {}
             if debug:
                 for d in step["debug"]:
                     dbg[d["name"]] = torch.empty([dim(s) for s in d["shape"]], dtype=_torch_dtype(d["dtype"]), device=self._device)
+            schedule = self.schedule(step, math.prod(dim(s) for s in step["block_rows_of"]))
             scratch = self._dummy
-            if step["scratch"]:
-                scratch = torch.empty(math.prod(grid) * step["scratch"], dtype=torch.int8, device=self._device)
+            if step["scratch_per_row"]:
+                elems = math.prod(grid) * schedule["BLOCK_ROWS"] * step["scratch_per_row"]
+                scratch = torch.empty(elems, dtype=torch.float32, device=self._device)
             sizes = [dim(s) for s in step["sizes"]]
             dbg_args = [dbg.get(d["name"], self._dummy) for d in step["debug"]]
             kernel = getattr(self.kernels, step["kernel"])
-            yield kernel, grid, (*ins, *outs, *dbg_args, scratch, *sizes), step, dbg
+            kwargs = {**schedule, "DEBUG": debug, "enable_fp_fusion": False}
+            yield _Launch(kernel, grid, (*ins, *outs, *dbg_args, scratch, *sizes), kwargs, step, dbg)
 
-    def _launch(self, kernel: Any, grid: tuple[int, ...], args: tuple[Any, ...], step: Any, dbg: Any, debug: bool = False) -> None:
-        self.launch_count += 1
-        kernel[grid](*args, DEBUG=debug, enable_fp_fusion=False)
+    def schedule(self, step: dict[str, Any], rows: int) -> dict[str, Any]:
+        """The launch parameters of a step over ``rows`` rows (the rows one block walks): rows per
+        block, weight bytes per accumulation step, int8 dots or additions, warps.
+
+        In the interpreter, big blocks and dots (numpy products: fewer, larger operations). On a GPU,
+        blocks of rows whose tiles fit in registers, dots only for blocks of at least 16 rows, and for
+        additions a chunk as long as a ``[rows, block_n, chunk]`` tile of partial sums allows (the
+        whole weight row of a decode step's program in one or a few steps). The target's
+        ``accumulate`` option forces additions or dots."""
+        widest = int(step["max_block"])
+        pow2 = _pow2(rows)
+        if self.interpret:  # numpy operations: the fewer and larger, the faster
+            use_dot = self.accumulate != "add"
+            chunk = max(16, _pow2(max(step["accum_k"] or [16]))) if use_dot else 64
+            return {"BLOCK_ROWS": min(pow2, 128 if use_dot else 8), "CHUNK": chunk, "USE_DOT": use_dot}
+        block_rows = max(1, min(pow2, 16384 // widest, 64))
+        use_dot = block_rows >= 16 if self.accumulate == "auto" else self.accumulate == "dot"
+        if use_dot:
+            block_rows = max(block_rows, 16)
+        # additions: a [rows, block_n, chunk] tile of partial sums in registers
+        chunk = 32 if use_dot else max(16, min(256, 4096 // max(1, block_rows * min(widest, 16))))
+        warps = 4 if widest <= 1024 else (8 if widest <= 4096 else 16)
+        return {"BLOCK_ROWS": block_rows, "CHUNK": _pow2(chunk), "USE_DOT": use_dot, "num_warps": warps}
 
     # ------------------------------------------------------------------------------ decode workspace
 
@@ -296,19 +358,17 @@ class TritonRunner(Runner):
                 buf.copy_(a)
         if ws.graph is not None:
             ws.graph.replay()
-            self.launch_count += len(ws.launches)
         else:
-            for kernel, grid, launch_args in ws.launches:
-                self.launch_count += 1
-                kernel[grid](*launch_args, DEBUG=False, enable_fp_fusion=False)
+            for launch in ws.launches:
+                launch()
+        self.launch_count += len(ws.launches)
         return [ws.buffers[name] for name in spec["outputs"]]
 
     def _make_workspace(self, entry: str, args: list[Any]) -> _Workspace:
         ws = _Workspace()
         env = self._bind(entry, [a.clone() for a in args])
         owned = frozenset(f"arg{i}" for i in range(len(args)))
-        for kernel, grid, launch_args, _, _ in self._launches(entry, env, allocate=True, owned=owned):
-            ws.launches.append((kernel, grid, launch_args))
+        ws.launches = list(self._launches(entry, env, owned=owned))
         ws.buffers = env
         if self.use_graphs:
             torch = self.torch
@@ -316,17 +376,45 @@ class TritonRunner(Runner):
             stream = torch.cuda.Stream()
             stream.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(stream):  # warm up: compile every kernel before capturing
-                for kernel, grid, launch_args in ws.launches:
-                    kernel[grid](*launch_args, DEBUG=False, enable_fp_fusion=False)
+                for launch in ws.launches:
+                    launch()
             torch.cuda.current_stream().wait_stream(stream)
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph):
-                for kernel, grid, launch_args in ws.launches:
-                    kernel[grid](*launch_args, DEBUG=False, enable_fp_fusion=False)
+                for launch in ws.launches:
+                    launch()
             ws.graph = graph
             for i, s in enumerate(saved):  # the warm-up updated the state in place
                 env[f"arg{i}"].copy_(s)
         return ws
+
+    def profile(self, entry: str, *inputs: Any, repeats: int = 20) -> list[dict[str, Any]]:
+        """Time each launch of ``entry`` alone (GPU events around it; median of ``repeats``), with
+        the bytes of the weights it reads and the bandwidth that gives: where a step's time goes."""
+        import statistics
+
+        args = self._inputs(entry, inputs)
+        env = self._bind(entry, args)
+        launches = list(self._launches(entry, env, owned=frozenset(f"arg{i}" for i in range(len(args)))))
+        for launch in launches:  # compile and warm up
+            launch()
+        rows = []
+        for launch in launches:
+            weights = sum(t.numel() * t.element_size() for name, t in zip(launch.step["inputs"], launch.args) if name.startswith("w:"))
+            times = []
+            for _ in range(repeats):
+                start, end = self.torch.cuda.Event(enable_timing=True), self.torch.cuda.Event(enable_timing=True)
+                start.record()
+                launch()
+                end.record()
+                end.synchronize()
+                times.append(start.elapsed_time(end))
+            ms = statistics.median(times)
+            rows.append({
+                "label": launch.step["label"], "kernel": launch.step["kernel"], "grid": list(launch.grid),
+                "ms": round(ms, 5), "weight_bytes": weights, "gbps": round(weights / (ms * 1e-3) / 1e9, 1) if ms else None,
+            })
+        return rows
 
     def workspace_state(self, values: Sequence[Any]) -> bool:
         """Whether ``values`` are the state buffers of a decode workspace (handed back without a copy)."""
@@ -341,8 +429,10 @@ class TritonRunner(Runner):
         writer = DumpWriter(dump_dir)
         env = self._bind(entry, args)
         index = 0
-        for kernel, grid, launch_args, step, dbg in list(self._launches(entry, env, allocate=True, debug=True)):
-            self._launch(kernel, grid, launch_args, step, dbg, debug=True)
+        for launch in list(self._launches(entry, env, debug=True)):
+            step, dbg = launch.step, launch.dbg
+            self.launch_count += 1
+            launch()
             if self._device == "cuda":
                 self.torch.cuda.synchronize()
             results = tuple(self.download(env[name]) for name in step["outputs"])

@@ -31,6 +31,20 @@ def _device(value: Any) -> str:
     return text
 
 
+def _accumulate(value: Any) -> str:
+    text = str(value).strip().lower()
+    if text not in ("auto", "add", "dot"):
+        raise ValueError("expected auto, add or dot")
+    return text
+
+
+def _block(value: Any) -> int:
+    block = int(value)
+    if block < 1 or block & (block - 1):
+        raise ValueError(f"must be a power of two, got {value}")
+    return block
+
+
 def installed_triton() -> str | None:
     try:
         from importlib.metadata import version
@@ -56,7 +70,32 @@ class TritonTarget(Target):
             at="load",
         ),
         TargetOption("graphs", "replay decode steps from a CUDA graph per batch size (GPU only)", parse=parse_bool, default=True, at="load"),
+        TargetOption(
+            "accumulate",
+            "how ternary accumulations run: auto, add (additions and subtractions), dot (int8 tensor-core dots)",
+            parse=_accumulate,
+            default="auto",
+            choices=("auto", "add", "dot"),
+            at="load",
+        ),
+        TargetOption(
+            "block_n",
+            "output features per program of the fused kernels at -O2 (a power of two; more programs for small models)",
+            parse=_block,
+            default=16,
+        ),
     )
+
+    def pipeline(self, level: str, standard: str, options: Mapping[str, Any]) -> str:
+        """The standard pipeline, its kernels cut into programs of ``block_n`` output features: a
+        decode step reads each weight once, and a GPU needs several programs per multiprocessor."""
+        block = int(options.get("block_n", 16))
+        cut = {
+            "fuse-bitlinear": f"fuse-bitlinear{{block-n={block}}}",
+            "fuse-recurrence": f"fuse-recurrence{{block-d={block}}}",
+            "fuse-glu": f"fuse-glu{{block-n={block}}}",
+        }
+        return ",".join(cut.get(step, step) for step in standard.split(",")) if standard else standard
 
     def build(self, module: ModuleOp, store: WeightStore, options: Mapping[str, Any]) -> Build:
         from mmfc.backends.triton.codegen import PLAN_FORMAT, generate

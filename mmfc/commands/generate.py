@@ -110,42 +110,44 @@ def timed(model: HGRNBitForCausalLM, timing: Timing) -> Iterator[None]:
     ``generate`` calls both through ``self``, so instance attributes wrapping the methods see every call;
     they are removed on exit.
     """
-    prefill, decode_step = model.prefill, model.decode_step
+    # a compiled model's generate calls its private step (which skips a copy of the logits)
+    step_name = "_decode_step" if hasattr(model, "_decode_step") else "decode_step"
+    prefill, decode_step = model.prefill, getattr(model, step_name)
+    sync = _synchronizer(model)
 
     def timed_prefill(input_ids: Any, attention_mask: Any = None, state: Any = None) -> Any:
         start = time.perf_counter()
         out = prefill(input_ids, attention_mask, state)
+        sync()
         timing.prefill_s += time.perf_counter() - start
         timing.prefill_tokens += int(input_ids.shape[-1])
         return out
 
-    def timed_decode_step(input_ids: Any, state: Any) -> Any:
+    def timed_decode_step(input_ids: Any, state: Any, **kwargs: Any) -> Any:
         start = time.perf_counter()
-        out = decode_step(input_ids, state)
+        out = decode_step(input_ids, state, **kwargs)
+        sync()
         timing.decode_s += time.perf_counter() - start
         timing.decode_steps += 1
         return out
 
-    wrapped = {"prefill": timed_prefill, "decode_step": timed_decode_step}
-    inner_step = getattr(model, "_decode_step", None)
-    if inner_step is not None:  # a CompiledModel's generate steps through _decode_step(ids, state, keep=...)
-        del wrapped["decode_step"]  # (its decode_step calls _decode_step too: count each step once)
-
-        def timed_inner_step(input_ids: Any, state: Any, **kwargs: Any) -> Any:
-            start = time.perf_counter()
-            out = inner_step(input_ids, state, **kwargs)
-            timing.decode_s += time.perf_counter() - start
-            timing.decode_steps += 1
-            return out
-
-        wrapped["_decode_step"] = timed_inner_step
-    for name, fn in wrapped.items():
-        object.__setattr__(model, name, fn)
+    object.__setattr__(model, "prefill", timed_prefill)
+    object.__setattr__(model, step_name, timed_decode_step)
     try:
         yield
     finally:
-        for name in wrapped:
-            del model.__dict__[name]
+        del model.__dict__["prefill"], model.__dict__[step_name]
+
+
+def _synchronizer(model: Any) -> Any:
+    """A function that waits for the model's device (GPU work is asynchronous: without it the
+    timings would measure launches)."""
+    device = str(getattr(model, "torch_device", getattr(model, "device", "cpu")))
+    if device.startswith("cuda"):
+        import torch
+
+        return torch.cuda.synchronize
+    return lambda: None
 
 
 # ------------------------------------------------------------------------------------------ command

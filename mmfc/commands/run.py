@@ -21,9 +21,7 @@ out of range or a weight whose stored shape differs from the IR).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -137,12 +135,11 @@ def _has_npy_magic(path: str) -> bool:
 
 
 def write_outputs(directory: Path, results: "list[np.ndarray]") -> list[Path]:
-    """Write ``out{i}.npy`` into ``directory`` (created if missing): every file or none.
-
-    Each array goes to a temporary file beside its target first; only when all are written are they
-    renamed into place (a failure removes the temporary files and leaves earlier outputs as they were).
-    """
+    """Write ``out{i}.npy`` into ``directory`` (created if missing): every file or none
+    (``dialects.files.atomic_files``: a failure leaves earlier outputs as they were)."""
     import numpy as np
+
+    from mmfc.dialects.files import atomic_files
 
     try:
         directory.mkdir(parents=True, exist_ok=True)
@@ -151,28 +148,15 @@ def write_outputs(directory: Path, results: "list[np.ndarray]") -> list[Path]:
     if not directory.is_dir():
         raise UserError(f"{directory}: not a folder")
     targets = [directory / f"out{i}.npy" for i in range(len(results))]
-    umask = os.umask(0)
-    os.umask(umask)
-    mode = 0o666 & ~umask
-    temps: list[str] = []
+    for target in targets:
+        if target.is_dir():
+            raise UserError(f"{target}: is a directory")
     try:
-        for target, value in zip(targets, results):
-            fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
-            temps.append(tmp)
-            with os.fdopen(fd, "wb") as f:
-                np.save(f, value, allow_pickle=False)
-            os.chmod(tmp, mode)  # mkstemp makes 0600; give the file the mode a plain open() would
-        for target in targets:
-            if target.is_dir():
-                raise UserError(f"{target}: is a directory")
-        for tmp, target in zip(temps, targets):
-            os.replace(tmp, target)
-        temps = []
+        with atomic_files() as files:
+            for target, value in zip(targets, results):
+                np.save(files.open(target), value, allow_pickle=False)
     except OSError as exc:
         raise UserError(f"{directory}: cannot write the results: {exc.strerror or exc}") from None
-    finally:
-        for tmp in temps:
-            Path(tmp).unlink(missing_ok=True)
     return targets
 
 

@@ -45,10 +45,14 @@ def pipeline(fmt: str, block: int) -> str:
 
 
 @functools.cache
-def model_pair(d: int, inter: int, vocab: int, seed: int, fmt: str, block: int) -> tuple[HGRNBitForCausalLM, mmfc.CompiledModel]:
+def model_pair(
+    d: int, inter: int, vocab: int, seed: int, fmt: str, block: int, accumulate: str = "auto"
+) -> tuple[HGRNBitForCausalLM, mmfc.CompiledModel]:
+    """A random model and its triton build (``accumulate``: force additions or int8 dots, so that
+    both ways of accumulating run here, whatever the machine would choose)."""
     config = HGRNBitConfig(vocab_size=vocab, hidden_size=d, num_hidden_layers=2, intermediate_size=inter)
     model = init_random_(HGRNBitForCausalLM.from_config(config), seed)
-    return model, mmfc.compile(model, target="triton", pipeline=pipeline(fmt, block))
+    return model, mmfc.compile(model, target="triton", pipeline=pipeline(fmt, block), accumulate=accumulate)
 
 
 def left_padded(rng: np.random.Generator, vocab: int, b: int, t: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -67,11 +71,12 @@ def left_padded(rng: np.random.Generator, vocab: int, b: int, t: int) -> tuple[t
     block=st.sampled_from([4, 8]),
     b=st.integers(1, 3),
     t=st.integers(1, 7),
+    accumulate=st.sampled_from(["add", "dot"]),
 )
 def test_every_kernel_op_equals_the_semantics_on_its_own_inputs(
-    d: int, inter: int, seed: int, fmt: str, block: int, b: int, t: int
+    d: int, inter: int, seed: int, fmt: str, block: int, b: int, t: int, accumulate: str
 ) -> None:
-    _, compiled = model_pair(d, inter, 37, seed, fmt, block)
+    _, compiled = model_pair(d, inter, 37, seed, fmt, block, accumulate)
     rng = np.random.default_rng(seed)
     ids, mask = left_padded(rng, 37, b, t)
     h = [np.zeros((b, d), np.float32)] * 2
@@ -94,9 +99,12 @@ def test_every_kernel_op_equals_the_semantics_on_its_own_inputs(
     fmt=st.sampled_from(["2bit", "base3"]),
     b=st.integers(1, 3),
     t=st.integers(2, 9),
+    accumulate=st.sampled_from(["add", "dot"]),
 )
-def test_logits_state_and_greedy_tokens_match_pytorch(d: int, inter: int, seed: int, fmt: str, b: int, t: int) -> None:
-    model, compiled = model_pair(d, inter, 37, seed, fmt, 8)
+def test_logits_state_and_greedy_tokens_match_pytorch(
+    d: int, inter: int, seed: int, fmt: str, b: int, t: int, accumulate: str
+) -> None:
+    model, compiled = model_pair(d, inter, 37, seed, fmt, 8, accumulate)
     rng = np.random.default_rng(seed + 1)
     ids, mask = left_padded(rng, 37, b, t)
     out = compiled(ids, attention_mask=mask)
