@@ -399,11 +399,14 @@ def main() -> int:
     if not torch.cuda.is_available():
         raise SystemExit("needs a CUDA GPU")
     torch.backends.cuda.matmul.allow_tf32 = False
-    model = ternary_model(args.model, seed=0, device="cuda")
+    # built on the host: mmfc's memory figures must be those of a process holding only mmfc's copy
+    model = ternary_model(args.model, seed=0, device="cpu")
     systems = args.systems.split(",")
     results: dict[str, Any] = {"model": args.model, "batch": args.batch, "prefill_tokens": args.prefill, "machine": machine()}
     bench = {"mmfc": bench_mmfc, "eager": bench_eager, "dense": bench_dense}
     for name in systems:
+        if name != "mmfc" and model.device.type != "cuda":
+            model = model.to("cuda")  # the baselines run the PyTorch model on the GPU
         torch.cuda.reset_peak_memory_stats()
         start = time.perf_counter()
         results[name] = bench[name](model, args.batch, args.prefill, args.steps)
