@@ -11,7 +11,7 @@ def test_demo_runs_and_every_check_holds(capsys: pytest.CaptureFixture[str]) -> 
     assert demo.main() == 0
     out = capsys.readouterr().out
     assert "FAILED" not in out
-    for header in ("== 1.", "== 2.", "== 3.", "== 4.", "== 5.", "== 6.", "== 7."):
+    for header in ("== 1.", "== 2.", "== 3.", "== 4.", "== 5.", "== 6.", "== 7.", "== 8."):
         assert header in out
     assert out.count("[ok]") >= 16
 
@@ -21,7 +21,7 @@ def test_demo_fails_when_a_claim_does_not_hold(
 ) -> None:
     # no difference can be below a negative bound: the prefill-vs-decode check must report a failure
     monkeypatch.setattr(demo, "MAX_ABS_LOGIT_DIFF", -1.0)
-    for section in ("compile_section", "triton_section", "sim_section"):  # the slow ones: not under test here
+    for section in ("compile_section", "iree_section", "triton_section", "sim_section"):  # slow, not under test here
         monkeypatch.setattr(demo, section, lambda *args: None)
     assert demo.main() == 1
     captured = capsys.readouterr()
