@@ -77,10 +77,17 @@ def packed_bytes(model: Any) -> int:
 # ------------------------------------------------------------------------------------------ timing
 
 
-def cuda_ms(fn: Callable[[], Any], repeats: int, warmup: int = 3) -> float:
-    """Median milliseconds of ``fn`` over ``repeats`` runs, each between CUDA events."""
-    for _ in range(warmup):
+def cuda_ms(fn: Callable[[], Any], repeats: int, warmup: int = 3, warm_s: float = 0.5) -> float:
+    """Median milliseconds of ``fn`` over ``repeats`` runs, each between CUDA events, after at least
+    ``warmup`` runs and ``warm_s`` seconds of them (an idle GPU clocks down: short kernels timed cold
+    measure the clock ramp)."""
+    start = time.perf_counter()
+    done = 0
+    while done < warmup or time.perf_counter() - start < warm_s:
         fn()
+        done += 1
+        if done % 16 == 0:
+            torch.cuda.synchronize()
     torch.cuda.synchronize()
     times = []
     for _ in range(repeats):
@@ -122,7 +129,7 @@ def smi_used_mib() -> int | None:
 # ------------------------------------------------------------------------------------------ mmfc
 
 
-def bench_mmfc(model: Any, batches: list[int], prefill: int, steps: int) -> dict[str, Any]:
+def bench_mmfc(model: Any, batches: list[int], prefill: int, steps: int, measure_ttft: bool = True) -> dict[str, Any]:
     import mmfc
     from mmfc.api import compile_artifact
 
@@ -141,13 +148,14 @@ def bench_mmfc(model: Any, batches: list[int], prefill: int, steps: int) -> dict
     vocab = compiled.config["vocab_size"]
     prompt = torch.randint(0, vocab, (1, 16), device="cuda")
     ttft = []
-    for _ in range(2):  # cold (Triton compiles the prefill kernels), then warm
+    for _ in range(2 if measure_ttft else 0):  # cold (Triton compiles the prefill kernels), then warm
         torch.cuda.synchronize()
         start = time.perf_counter()
         first = compiled(prompt).logits[:, -1].argmax(-1)
         first.item()
         ttft.append((time.perf_counter() - start) * 1e3)
-    out["ttft_cold_ms"], out["ttft_warm_ms"] = round(ttft[0], 2), round(ttft[1], 2)
+    if ttft:
+        out["ttft_cold_ms"], out["ttft_warm_ms"] = round(ttft[0], 2), round(ttft[1], 2)
     out["decode_ms"] = {}
     for b in batches:
         ids = torch.randint(0, vocab, (b, 16), device="cuda")
@@ -395,18 +403,23 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=200, help="timed decode steps")
     parser.add_argument("--systems", default="mmfc,eager,dense")
     parser.add_argument("--json", help="write (merge) the results into this JSON file")
+    parser.add_argument("--skip-ttft", action="store_true", help="do not time the first token (its Triton compile is long)")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         raise SystemExit("needs a CUDA GPU")
     torch.backends.cuda.matmul.allow_tf32 = False
-    model = ternary_model(args.model, seed=0, device="cuda")
+    # built on the host: mmfc's memory figures must be those of a process holding only mmfc's copy
+    model = ternary_model(args.model, seed=0, device="cpu")
     systems = args.systems.split(",")
     results: dict[str, Any] = {"model": args.model, "batch": args.batch, "prefill_tokens": args.prefill, "machine": machine()}
     bench = {"mmfc": bench_mmfc, "eager": bench_eager, "dense": bench_dense}
     for name in systems:
+        if name != "mmfc" and model.device.type != "cuda":
+            model = model.to("cuda")  # the baselines run the PyTorch model on the GPU
         torch.cuda.reset_peak_memory_stats()
         start = time.perf_counter()
-        results[name] = bench[name](model, args.batch, args.prefill, args.steps)
+        extra = {"measure_ttft": not args.skip_ttft} if name == "mmfc" else {}
+        results[name] = bench[name](model, args.batch, args.prefill, args.steps, **extra)
         results[name]["wall_s"] = round(time.perf_counter() - start, 1)
         print(f"{name}: {json.dumps(results[name])}", flush=True)
     bandwidth = copy_bandwidth_gbps()

@@ -89,25 +89,6 @@ class Splits:
     uses: dict[tuple[Operation, int], Axes] = field(default_factory=dict)
 
 
-class _UnionFind:
-    def __init__(self) -> None:
-        self.parent: dict[_Node, _Node] = {}
-
-    def find(self, n: _Node) -> _Node:
-        self.parent.setdefault(n, n)
-        root = n
-        while self.parent[root] != root:
-            root = self.parent[root]
-        while self.parent[n] != root:  # path compression
-            self.parent[n], n = root, self.parent[n]
-        return root
-
-    def union(self, a: _Node, b: _Node) -> None:
-        ra, rb = self.find(a), self.find(b)
-        if ra != rb:
-            self.parent[rb] = ra
-
-
 def _describe(node: _Node) -> str:
     if node[0] == "v":
         v, d = node[1], node[2]
@@ -127,7 +108,7 @@ def propagate_splits(ops: Sequence[Operation], seeds: Seeds) -> Splits:
     that an op needs whole (the message names the op and the dim).
     """
     members = set(ops)
-    uf = _UnionFind()
+    uf: T.UnionFind[_Node] = T.UnionFind()
     whole: dict[_Node, str] = {}  # a node of each class that must stay whole -> why
 
     def operand_node(op: Operation, i: int, d: int) -> _Node:

@@ -59,23 +59,6 @@ class Space:
         return 1 << max(0, (held - 1).bit_length())
 
 
-class _UnionFind:
-    def __init__(self) -> None:
-        self.parent: dict[Node, Node] = {}
-
-    def find(self, n: Node) -> Node:
-        self.parent.setdefault(n, n)
-        while self.parent[n] != n:
-            self.parent[n] = self.parent[self.parent[n]]
-            n = self.parent[n]
-        return n
-
-    def union(self, a: Node, b: Node) -> None:
-        ra, rb = self.find(a), self.find(b)
-        if ra != rb:
-            self.parent[rb] = ra
-
-
 def rank(v: SSAValue) -> int:
     return len(T.shape_of(v.type))
 
@@ -118,7 +101,7 @@ class KernelSpaces:
 
 def analyze(kernel: T.KernelOp) -> KernelSpaces:
     """The index spaces of ``kernel`` (see the module docstring)."""
-    uf = _UnionFind()
+    uf: T.UnionFind[Node] = T.UnionFind()
     block = kernel.body.block
     body_ops = [op for op in block.ops if not op.has_trait(IsTerminator)]
     values: list[SSAValue] = [*kernel.inputs, *block.args, *(r for op in body_ops for r in op.results), *kernel.results]
@@ -213,7 +196,7 @@ def _is_index_tensor(v: SSAValue, body_ops: Iterable[Operation]) -> bool:
     return False
 
 
-def _union_op(uf: _UnionFind, op: Operation) -> None:
+def _union_op(uf: T.UnionFind[Node], op: Operation) -> None:
     if not isinstance(op, T.TiledOp):
         raise UserError(f"{op.name} cannot run inside a kernel (it has no tiling rule)")
     rule = op.tile_rule()

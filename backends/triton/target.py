@@ -2,10 +2,10 @@
 
 :meth:`TritonTarget.build` generates ``kernels.py`` (one ``@triton.jit`` function per kernel op, and
 the launch plan; see :mod:`.codegen`) and ``constants.safetensors`` (values folded from weights), and
-records the Triton version and the plan format. Nothing is compiled at build time: Triton compiles
-the generated source for the GPU it runs on at the first launch, so loading an artifact with another
-Triton version or on another GPU recompiles (and says so); an artifact of another plan format is
-refused. Unfused IR runs too: each function-level op becomes a kernel of its own.
+records the plan format, the Triton version and the GPU of the machine that built it. Nothing is
+compiled at build time: Triton compiles the generated source for the GPU it runs on at the first
+launch, so loading an artifact with another Triton version or on another GPU recompiles (and says so
+on stderr); an artifact of another plan format is refused in one line. Unfused IR runs too: each function-level op becomes a kernel of its own.
 
 This module imports neither torch nor Triton (the CLI reads every target's options).
 """
@@ -38,11 +38,28 @@ def _accumulate(value: Any) -> str:
     return text
 
 
-def _block(value: Any) -> int:
+GPU_BLOCK_N = 16
+INTERPRETER_BLOCK_N = 256
+
+
+def _block(value: Any) -> int | str:
+    if str(value).strip().lower() == "auto":
+        return "auto"
     block = int(value)
     if block < 1 or block & (block - 1):
         raise ValueError(f"must be a power of two, got {value}")
     return block
+
+
+def current_gpu() -> str | None:
+    """This machine's GPU and compute capability (``NVIDIA H200 (sm_90)``), or None without one; the
+    generated source is compiled for it at the first launch."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    major, minor = torch.cuda.get_device_capability()
+    return f"{torch.cuda.get_device_name()} (sm_{major}{minor})"
 
 
 def installed_triton() -> str | None:
@@ -80,16 +97,19 @@ class TritonTarget(Target):
         ),
         TargetOption(
             "block_n",
-            "output features per program of the fused kernels at -O2 (a power of two; more programs for small models)",
+            "output features per program of the fused kernels at -O2 (a power of two, or auto: 16 when compiling "
+            "on a machine with a GPU, where a decode step needs many programs, else 256, for the interpreter)",
             parse=_block,
-            default=16,
+            default="auto",
         ),
     )
 
     def pipeline(self, level: str, standard: str, options: Mapping[str, Any]) -> str:
         """The standard pipeline, its kernels cut into programs of ``block_n`` output features: a
         decode step reads each weight once, and a GPU needs several programs per multiprocessor."""
-        block = int(options.get("block_n", 16))
+        block = options.get("block_n", "auto")
+        if block == "auto":
+            block = GPU_BLOCK_N if current_gpu() is not None else INTERPRETER_BLOCK_N
         cut = {
             "fuse-bitlinear": f"fuse-bitlinear{{block-n={block}}}",
             "fuse-recurrence": f"fuse-recurrence{{block-d={block}}}",
@@ -112,7 +132,12 @@ class TritonTarget(Target):
                 path = Path(tmp) / CONSTANTS_FILE
                 MemoryStore({k: np.asarray(v) for k, v in generated.constants.items()}).save(path, standalone=True)
                 files[CONSTANTS_FILE] = path.read_bytes()
-        record = {"plan_format": PLAN_FORMAT, "triton": installed_triton(), "kernels": len(generated.kernels)}
+        record = {
+            "plan_format": PLAN_FORMAT,
+            "triton": installed_triton(),
+            "gpu": current_gpu(),
+            "kernels": len(generated.kernels),
+        }
         return Build(files, record)
 
     def load(
@@ -130,7 +155,11 @@ class TritonTarget(Target):
         built = record.get("triton")
         if built is not None and here is not None and built != here:
             sys.stderr.write(f"mmfc: note: kernels generated with Triton {built}; compiling them with Triton {here}\n")
-        return TritonRunner(module, store, folder, options)
+        runner = TritonRunner(module, store, folder, options)
+        gpu = current_gpu() if not runner.interpret else None
+        if gpu is not None and record.get("gpu") not in (None, gpu):
+            sys.stderr.write(f"mmfc: note: kernels generated on {record.get('gpu')}; Triton compiles them for {gpu}\n")
+        return runner
 
 
 __all__ = ["TritonTarget"]

@@ -26,7 +26,7 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Generic, Hashable, TypeVar
 
 from xdsl.dialects.builtin import TensorType
 from xdsl.ir import Attribute, SSAValue
@@ -38,6 +38,8 @@ from mmfc.dialects.ternary.types import DYN, PackedType, TileMapAttr, TritsType,
 
 if TYPE_CHECKING:
     from mmfc.dialects.ternary.kernel import KernelOp
+
+N = TypeVar("N", bound=Hashable)
 
 Axes = tuple[int | None, ...]
 """Per dim of a value: the grid axis that splits it, or None (whole)."""
@@ -124,6 +126,28 @@ def index_spaces(rule: TileRule) -> IndexSpaces:
         tuple(tuple(space(label) for label in labels) for labels in rule.operands),
         tuple(tuple(space(label) for label in labels) for labels in rule.results),
     )
+
+
+class UnionFind(Generic[N]):
+    """Disjoint sets of hashable nodes (union by assignment, path compression): which dims of a
+    set of ops are one index space, as the passes and the backends compute it."""
+
+    def __init__(self) -> None:
+        self.parent: dict[N, N] = {}
+
+    def find(self, n: N) -> N:
+        self.parent.setdefault(n, n)
+        root = n
+        while self.parent[root] != root:
+            root = self.parent[root]
+        while self.parent[n] != root:  # path compression
+            self.parent[n], n = root, self.parent[n]
+        return root
+
+    def union(self, a: N, b: N) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            self.parent[rb] = ra
 
 
 def _describe(axis: int | None) -> str:
@@ -280,6 +304,7 @@ __all__ = [
     "IndexSpaces",
     "TileRule",
     "TiledOp",
+    "UnionFind",
     "body_splits",
     "full_shape",
     "grid_extents",

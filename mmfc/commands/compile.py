@@ -6,6 +6,10 @@ own flags are listed under its name in ``--help``), and writes a compiled artifa
 standalone weight store holding exactly what the IR references (packed trits and scales after -O2),
 the target's files (generated code, binaries), the config and tokenizer files, and a manifest with
 versions and checksums, written atomically. ``mmfc generate OUT ...`` runs it.
+
+``--emit mlir -o OUT.mlir`` writes upstream MLIR instead of an artifact (the lowering of the
+``iree-cpu`` target, for users with their own MLIR pipeline): ``OUT.mlir``, the weight arguments
+``OUT.weights.safetensors`` and their order ``OUT.weights.json`` (see ``docs/mlir.md``).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import time
 from pathlib import Path
 
 from mmfc.commands.target_options import add_target_arguments, target_options_from_args
+from mmfc.targets import DEFAULT_TARGET as DEFAULT_TARGET_NAME
 from mmfc.source import add_init_seed_argument, add_model_arguments
 
 
@@ -27,7 +32,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     level.add_argument("-O0", dest="level", action="store_const", const="-O0", help="no fusion")
     level.add_argument("-O2", dest="level", action="store_const", const="-O2", help="everything (default)")
     level.add_argument("-p", "--passes", dest="pipeline", metavar="PIPELINE", help="an explicit pass pipeline")
-    p.add_argument("-o", "--output", metavar="OUT", required=True, help="the artifact folder to write")
+    p.add_argument("-o", "--output", metavar="OUT", required=True, help="the artifact folder to write (OUT.mlir with --emit mlir)")
+    p.add_argument(
+        "--emit",
+        choices=("artifact", "mlir"),
+        default="artifact",
+        help="artifact: a compiled artifact folder (default); mlir: upstream MLIR (func/arith/math/tensor/"
+        "linalg.generic/scf) with its weights file and the order of the weight arguments beside it",
+    )
     p.add_argument("--stats", action="store_true", help="print per-layer kernels, packed bytes and trit sparsity")
     add_init_seed_argument(p)
     p.add_argument("--print-ir-after-all", action="store_true", help="print the IR after each pass on stderr")
@@ -42,6 +54,8 @@ def run(args: argparse.Namespace) -> int:
     from mmfc.targets import get_target
 
     source = source_from_args(args, allow=("checkpoint", "preset", "mlir"))
+    if args.emit == "mlir":
+        return _emit_mlir(args, source)
     check_artifact_target(args.output)  # before any work (compile_artifact checks again as it starts)
     target = get_target(args.target)
     options = target_options_from_args(args, args.target, at=("compile", "load"))
@@ -70,5 +84,43 @@ def run(args: argparse.Namespace) -> int:
         f"{manifest_stats.get('ternary_weight_bytes', 0) / 1e6:.2f} MB   all weights: "
         f"{manifest_stats.get('weight_bytes', 0) / 1e6:.2f} MB\n"
         f"wrote {args.output}/ ({', '.join(files)}) in {seconds:.1f} s [target {target.name}]\n"
+    )
+    return 0
+
+
+def _emit_mlir(args: argparse.Namespace, source: object) -> int:
+    """``--emit mlir``: the pipeline, then the upstream module and its weights (module docstring)."""
+    from mmfc.api import pipeline_spec, run_pipeline
+    from mmfc.dialects.diagnostics import UserError
+    from mmfc.dialects.weights import resolve_store
+    from mmfc.source import import_ir
+
+    if args.target not in ("iree-cpu", DEFAULT_TARGET_NAME):
+        raise UserError(f"--emit mlir writes the upstream MLIR of the iree-cpu target's lowering; drop --target {args.target}")
+    out = Path(args.output)
+    if not out.name.endswith(".mlir"):
+        raise UserError(f"--emit mlir writes an .mlir file: -o {out} must end in .mlir")
+    if out.is_dir():
+        raise UserError(f"{out}: is a directory (--emit mlir writes OUT.mlir)")
+    if not out.parent.is_dir() and str(out.parent):
+        raise UserError(f"{out}: folder {out.parent} does not exist")
+    pipeline = args.pipeline if args.pipeline is not None else (args.level or "-O2")
+    spec = pipeline_spec(pipeline)
+    if spec.strip():
+        from mmfc.pipeline import parse_pipeline
+
+        parse_pipeline(spec)
+    start = time.perf_counter()
+    sys.stderr.write(f"pipeline: {spec or '(none)'}\n")
+    imported = import_ir(source)  # type: ignore[arg-type]
+    run_pipeline(imported.module, spec, print_ir_after_all=args.print_ir_after_all)
+    from mmfc.backends.mlir.export import export_upstream
+    from mmfc.backends.mlir.lower import check_lowerable
+
+    check_lowerable(imported.module)
+    exported = export_upstream(imported.module, resolve_store(imported.module), out)
+    sys.stderr.write(
+        f"wrote {exported.mlir} (upstream MLIR), {exported.weights.name} ({exported.weight_count} weight arguments, "
+        f"{exported.weight_bytes / 1e6:.2f} MB), {exported.order.name} (their order) in {time.perf_counter() - start:.1f} s\n"
     )
     return 0

@@ -21,6 +21,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "targets", help="list the installed compilation targets (with their options)", description=(__doc__ or "").split("\n\n")[0]
     )
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    p.add_argument("--markdown", action="store_true", help="print what each target supports as a Markdown table")
     return p
 
 
@@ -39,6 +40,24 @@ def _as_json(info: Any) -> dict[str, Any]:
         ],
         "error": None,
     }
+
+
+def markdown_table(infos: list[Any]) -> str:
+    """What each target supports, one row per target (the table of ``docs/targets.md``)."""
+    yes = {True: "yes", False: "no"}
+    lines = [
+        "| target | runs on | unfused IR | batch | masks | sampling | packings | debug dump |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for info in infos:
+        if info.target is None:
+            continue
+        f = info.target.features
+        lines.append(
+            f"| `{info.name}` | {f.device} | {f.unfused} | {yes[f.batch]} | {yes[f.masks]} | {yes[f.sampling]} | "
+            f"{', '.join(f.packings)} | {yes[f.debug_dump]} |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def render(infos: list[Any]) -> str:
@@ -69,6 +88,9 @@ def run(args: argparse.Namespace) -> int:
     from mmfc.targets import describe_targets
 
     infos = list(describe_targets())
+    if args.markdown:
+        sys.stdout.write(markdown_table(infos))
+        return 0
     if args.json:
         sys.stdout.write(json.dumps({"targets": [_as_json(i) for i in infos]}, indent=2) + "\n")
     else:

@@ -52,8 +52,7 @@ def add_target_arguments(parser: argparse.ArgumentParser, *, at: tuple[str, ...]
 
 def target_options_from_args(args: argparse.Namespace, target_name: str, *, at: tuple[str, ...]) -> dict[str, Any]:
     """The target options given on the command line, as text (the target parses them); a flag that
-    ``target_name`` does not have (it belongs to another target, or applies at another time) is a
-    ``UserError``."""
+    ``target_name`` does not have (another target's) is a ``UserError``."""
     from mmfc.targets import get_target
 
     target = get_target(target_name)
@@ -65,8 +64,6 @@ def target_options_from_args(args: argparse.Namespace, target_name: str, *, at: 
         name = key[len(_PREFIX) :]
         flag = "--" + name.replace("_", "-")
         if name not in mine:
-            if target.option(name) is not None:
-                raise UserError(f"{flag} is fixed when target {target_name} compiles; it cannot be changed here")
             raise UserError(f"{flag} is not an option of target {target_name} (`mmfc targets` lists each target's options)")
         given[name] = value
     return given

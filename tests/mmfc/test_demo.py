@@ -11,9 +11,9 @@ def test_demo_runs_and_every_check_holds(capsys: pytest.CaptureFixture[str]) -> 
     assert demo.main() == 0
     out = capsys.readouterr().out
     assert "FAILED" not in out
-    for header in ("== 1.", "== 2.", "== 3.", "== 4."):
+    for header in ("== 1.", "== 2.", "== 3.", "== 4.", "== 5.", "== 6.", "== 7.", "== 8."):
         assert header in out
-    assert out.count("[ok]") >= 6
+    assert out.count("[ok]") >= 16
 
 
 def test_demo_fails_when_a_claim_does_not_hold(
@@ -21,6 +21,8 @@ def test_demo_fails_when_a_claim_does_not_hold(
 ) -> None:
     # no difference can be below a negative bound: the prefill-vs-decode check must report a failure
     monkeypatch.setattr(demo, "MAX_ABS_LOGIT_DIFF", -1.0)
+    for section in ("compile_section", "iree_section", "triton_section", "sim_section"):  # slow, not under test here
+        monkeypatch.setattr(demo, section, lambda *args: None)
     assert demo.main() == 1
     captured = capsys.readouterr()
     assert "[FAILED] max |Δlogits|" in captured.out

@@ -15,11 +15,11 @@ import mmfc
 from mmfc.dialects import numerics as nm
 from mmfc.testing import Reference, check_against_reference
 
-TARGETS = ["interp", "triton"]
-# every target at -O2; the interpreter also unfused (the triton target's unfused path, one kernel per
+TARGETS = ["interp", "triton", "iree-cpu"]
+# every target at -O2; the interpreter and iree-cpu also unfused (the triton target's unfused path, one kernel per
 # op, is checked against PyTorch in tests/backends/triton: the fixture in Triton's interpreter takes
 # over a minute per pipeline on the 2-core CI machine)
-CASES = [(target, "-O2") for target in TARGETS] + [("interp", "-O0")]
+CASES = [(target, "-O2") for target in TARGETS] + [("interp", "-O0"), ("iree-cpu", "-O0")]
 
 
 @pytest.mark.parametrize(("target", "pipeline"), CASES)

@@ -149,3 +149,15 @@ def test_cli_run_takes_a_target_and_its_flags(tmp_path: Path, capsys: pytest.Cap
     assert "unknown target 'nope'" in capsys.readouterr().err
     assert main([*argv, "--check-coverage", "perhaps"]) == 2
     assert "expected true or false" in capsys.readouterr().err
+
+
+def test_docs_table_of_targets_is_the_installed_targets_own() -> None:
+    """docs/targets.md's table is what `mmfc targets --markdown` prints for mmfc's own targets."""
+    from mmfc.commands.list_targets import markdown_table
+    from mmfc.targets import describe_targets
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "targets.md").read_text()
+    table = text.split("<!-- targets table: begin -->\n", 1)[1].split("<!-- targets table: end -->", 1)[0]
+    ours = [info for info in describe_targets() if info.package == "mmfc"]
+    assert {info.name for info in ours} >= {"interp", "triton"}
+    assert table == markdown_table(ours)

@@ -187,3 +187,17 @@ def test_interpret_matches_for_a_compiled_artifact_loaded_again(artifact: Path) 
     loaded = mmfc.load(artifact)
     ids = torch.tensor([[5, 6, 7, 8]])
     assert_logits_close(loaded(ids).logits, model(ids).logits)
+
+
+def test_another_triton_version_recompiles_and_says_so(
+    artifact: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from mmfc.backends.triton import target as triton_target
+
+    record = json.loads((artifact / "manifest.json").read_text())["target"]["record"]
+    assert record["triton"] is not None and "gpu" in record
+    monkeypatch.setattr(triton_target, "installed_triton", lambda: "9.9.9")
+    loaded = mmfc.load(artifact)
+    err = capsys.readouterr().err
+    assert f"mmfc: note: kernels generated with Triton {record['triton']}; compiling them with Triton 9.9.9" in err
+    assert_logits_close(loaded(torch.tensor([[1, 2, 3]])).logits, tiny()(torch.tensor([[1, 2, 3]])).logits)
