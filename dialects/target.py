@@ -33,7 +33,7 @@ options to build its flags.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -116,6 +116,44 @@ def function_of(module: ModuleOp, entry: str) -> func.FuncOp:
             return op
     have = ", ".join(f"@{op.sym_name.data}" for op in module.ops if isinstance(op, func.FuncOp)) or "none"
     raise UserError(f"no function @{entry} in the module (functions: {have})")
+
+
+def mask_arguments(module: ModuleOp, entry: str) -> list[int]:
+    """Indices of ``@entry``'s arguments that are attention masks: those read as the mask of a
+    ``ternary.mask`` op, directly or as a kernel operand."""
+    from mmfc.dialects import ternary as T
+
+    def reaches_mask(value: Any) -> bool:
+        for use in value.uses:
+            op = use.operation
+            if isinstance(op, T.MaskOp) and use.index == 1:
+                return True
+            if isinstance(op, T.KernelOp) and reaches_mask(op.body.block.args[use.index]):
+                return True
+        return False
+
+    return [i for i, arg in enumerate(function_of(module, entry).body.block.args) if reaches_mask(arg)]
+
+
+def check_mask_inputs(module: ModuleOp, entry: str, inputs: Sequence[Any]) -> None:
+    """Refuse, before any target runs ``@entry``, an attention mask holding values other than 0 and 1
+    (``numerics.check_mask``: a mask is not a weighting): an :class:`InputError` naming the argument."""
+    from mmfc.dialects.numerics import check_mask
+
+    for i in mask_arguments(module, entry):
+        if i < len(inputs):
+            try:
+                check_mask(np.asarray(inputs[i]))
+            except ValueError as exc:
+                raise InputError(f"argument {i} of @{entry}: {exc}", input_index=i) from None
+
+
+class InputError(UserError):
+    """An input of a run that its function cannot take; ``input_index``: which one."""
+
+    def __init__(self, message: str, *, input_index: int | None = None) -> None:
+        super().__init__(message)
+        self.input_index = input_index
 
 
 def entries_of(module: ModuleOp) -> list[str]:
@@ -259,10 +297,13 @@ class Target(ABC):
 __all__ = [
     "Build",
     "Features",
+    "InputError",
     "Runner",
     "Target",
     "TargetOption",
+    "check_mask_inputs",
     "entries_of",
+    "mask_arguments",
     "function_of",
     "parse_bool",
 ]

@@ -23,6 +23,7 @@ import numpy as np
 from xdsl.dialects.builtin import ModuleOp
 
 from mmfc.dialects.diagnostics import UserError
+from mmfc.dialects.numerics import check_mask
 from mmfc.dialects.target import Build, Runner, Target
 from mmfc.targets import DEFAULT_TARGET, get_target
 
@@ -176,6 +177,8 @@ class CompiledModel:
         mask = ids.new_ones(ids.shape) if attention_mask is None else _int64(attention_mask)
         if tuple(mask.shape) != tuple(ids.shape):
             raise ValueError(f"attention_mask shape {tuple(mask.shape)} != input_ids shape {tuple(ids.shape)}")
+        if attention_mask is not None:  # the PyTorch model's rule, whatever the target
+            check_mask(mask.cpu().numpy())
         h = self._state_values(state, ids.shape[0])
         logits, *new_state = self._run("prefill", self.runner.upload(ids), self.runner.upload(mask), *h)
         return _Output(self.runner.to_torch(logits), CompiledState(self.runner, new_state))

@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     from mmfc.commands.opt import read_input
     from mmfc.dialects.context import mmfc_context
     from mmfc.dialects.source import parse_module, verify_module
-    from mmfc.dialects.target import entries_of, function_of
+    from mmfc.dialects.target import InputError, check_mask_inputs, entries_of, function_of
     from mmfc.dialects.weights import resolve_store, set_mlir_path
 
     options = target_options_from_args(args, args.target, at=("compile", "load"))
@@ -68,6 +68,10 @@ def run(args: argparse.Namespace) -> int:
         set_mlir_path(module, Path(args.input_file))
     entry = args.entry or _only_entry(entries_of(module), name)
     function_of(module, entry)  # an unknown entry fails before the target loads
+    try:
+        check_mask_inputs(module, entry, arrays)  # for every target: a mask holds 0 and 1
+    except InputError as exc:
+        raise UserError(f"{args.inputs[exc.input_index]}: {exc}") from None
     runner = None
     try:
         runner = run_ir(module, resolve_store(module), args.target, **options)

@@ -315,7 +315,7 @@ CASES: dict[str, Case] = {
                                     refused_untouched("config.json", "listed in manifest.json but missing")),
     "temperature-inf": Case(given("generate", "--preset", "tiny", *PROMPT, "--temperature", "inf"),
                             refused_untouched("--temperature", "finite")),
-    "mask-of-twos": Case(bad_mask, refused_untouched("tiny.mlir:", "mask", "found 2")),
+    "mask-of-twos": Case(bad_mask, refused_untouched("mask.npy: argument 1 of @prefill", "mask", "found 2")),
 }
 
 
@@ -403,3 +403,23 @@ def test_python_api_mistakes_are_user_errors(tmp_path: Path) -> None:
         model.generate(torch.tensor([[1, 2]]), max_new_tokens=2, do_sample=True, temperature=float("inf"))
     with pytest.raises(ValueError, match="seed must lie in"):
         model.generate(torch.tensor([[1, 2]]), max_new_tokens=2, do_sample=True, seed=-1)
+
+
+def test_masks_are_checked_for_every_target_before_it_runs() -> None:
+    """The rule sits at the runner boundary, so targets that never call numpy (Triton, IREE) keep it."""
+    from mmfc.dialects.target import InputError, check_mask_inputs, mask_arguments
+
+    model = HGRNBitForCausalLM.from_preset("tiny")
+    fused = mmfc.compile(model, pipeline="-O2")  # the mask reaches ternary.mask inside a kernel
+    unfused = mmfc.compile(model, pipeline="-O0")
+    for compiled in (fused, unfused):
+        assert mask_arguments(compiled.module, "prefill") == [1]
+        assert mask_arguments(compiled.module, "decode_step") == []
+        ids = np.array([[1, 2, 3]])
+        with pytest.raises(InputError, match="argument 1 of @prefill: .*found 3") as info:
+            check_mask_inputs(compiled.module, "prefill", [ids, np.array([[1, 3, 1]]), np.zeros((1, 128))])
+        assert info.value.input_index == 1
+        with pytest.raises(ValueError, match="found 2"):
+            compiled(torch.tensor(ids), attention_mask=torch.tensor([[0, 2, 1]]))
+        with pytest.raises(ValueError, match="found 2"):  # the PyTorch model says the same
+            model(torch.tensor(ids), attention_mask=torch.tensor([[0, 2, 1]]))
