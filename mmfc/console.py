@@ -7,6 +7,7 @@ arrived as ``mmfc: interrupted`` with exit code 130, as :func:`mmfc.cli.main` do
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from typing import Any
@@ -27,7 +28,13 @@ def main() -> int:
         from mmfc.cli import EXIT_INTERRUPTED, main as cli_main
     finally:
         signal.signal(signal.SIGINT, signal.default_int_handler)
+    code = EXIT_INTERRUPTED if _held else cli_main()
     if _held:
         sys.stderr.write("mmfc: interrupted\n")
-        return EXIT_INTERRUPTED
-    return cli_main()
+    if code == EXIT_INTERRUPTED:
+        # CPython remembers a KeyboardInterrupt that surfaced in C-run code (torch runs Python while it
+        # imports) and kills the process with SIGINT at exit, however it was handled: leave directly
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code

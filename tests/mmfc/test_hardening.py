@@ -356,7 +356,7 @@ def test_ctrl_c_at_any_moment_is_one_line(tmp_path: Path) -> None:
     (Python's own start-up, before mmfc's first line runs, is not mmfc's: delays start after it.)"""
     env = {**os.environ, "MMFC_PROGRESS": "0"}
     argv = [*MMFC, "generate", "--preset", "tiny", *PROMPT]
-    for delay in (0.15, 0.3, 0.5, 0.8, 1.2):
+    for delay in (0.12, 0.18, 0.25, 0.35, 0.5, 0.7, 1.0, 1.4):
         proc = subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         time.sleep(delay)
         proc.send_signal(signal.SIGINT)
