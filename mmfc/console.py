@@ -3,6 +3,7 @@
 Importing this module (only the console script and ``mmfc/__main__.py`` do) makes Ctrl-C be held
 while the CLI's own modules import; :func:`main` then stops holding it, and reports one that already
 arrived as ``mmfc: interrupted`` with exit code 130, as :func:`mmfc.cli.main` does for any later one.
+Once the command is over, Ctrl-C is ignored (the process only exits).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ def main() -> int:
     finally:
         signal.signal(signal.SIGINT, signal.default_int_handler)
     code = EXIT_INTERRUPTED if _held else cli_main()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the command is over: a late Ctrl-C changes nothing
     if _held:
         sys.stderr.write("mmfc: interrupted\n")
     if code == EXIT_INTERRUPTED:
