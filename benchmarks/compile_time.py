@@ -39,6 +39,7 @@ from typing import Any
 SIZES = ("370m", "1.3b", "2.7b")
 MAX_SHARD_BYTES = 2 * 10**9
 SAMPLE_S = 0.05
+PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
 
 
 # ------------------------------------------------------------------------------------------ checkpoints
@@ -96,28 +97,34 @@ def make_checkpoint(size: str, seed: int, folder: Path) -> Path:
 # ------------------------------------------------------------------------------------------ measuring
 
 
-def _tree_rss_bytes(root: int) -> int:
-    """Resident set size summed over ``root`` and every descendant (from /proc; 0 once gone)."""
-    children: dict[int, list[int]] = {}
-    rss: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
+def _children(pid: int) -> list[int]:
+    """The child processes of ``pid`` (from /proc/PID/task/TID/children; [] once gone)."""
+    found: list[int] = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return found
+    for tid in tasks:
         try:
-            with open(f"/proc/{entry}/stat") as f:
-                stat = f.read()
-            ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
-            with open(f"/proc/{entry}/statm") as f:
-                pages = int(f.read().split()[1])
-        except (OSError, ValueError, IndexError):
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                found.extend(int(c) for c in f.read().split())
+        except OSError:
             continue
-        children.setdefault(ppid, []).append(int(entry))
-        rss[int(entry)] = pages * os.sysconf("SC_PAGE_SIZE")
+    return found
+
+
+def _tree_rss_bytes(root: int) -> int:
+    """Resident set size summed over ``root`` and every descendant (from /proc; 0 once gone). Only the
+    tree is read, so sampling costs the measured command next to nothing."""
     total, todo = 0, [root]
     while todo:
         pid = todo.pop()
-        total += rss.get(pid, 0)
-        todo.extend(children.get(pid, []))
+        try:
+            with open(f"/proc/{pid}/statm") as f:
+                total += int(f.read().split()[1]) * PAGE_BYTES
+        except (OSError, ValueError, IndexError):
+            continue
+        todo.extend(_children(pid))
     return total
 
 

@@ -81,7 +81,7 @@ from mmfc.dialects import dtypes
 from mmfc.dialects import numerics as nm
 from mmfc.dialects.diagnostics import UserError
 from mmfc.dialects.files import AtomicFiles, atomic_files
-from mmfc.dialects.parallel import map_in_order
+from mmfc.dialects.parallel import map_in_order, worker_count
 from mmfc.dialects.progress import progress
 
 __all__ = [
@@ -963,7 +963,10 @@ def _write_safetensors(
         out.write(struct.pack("<Q", len(encoded)))
         out.write(encoded)
         with progress(f"write {target.name}", offset, "B") as advance:
-            for name, data in zip(order, map_in_order(produce, order)):
+            # each worker produces one tensor ahead of the one being written: a few tensors in memory
+            produced = map_in_order(produce, order, ahead=worker_count() + 1)
+            for name in order:
+                data = next(produced)  # (not zip: its reused tuple would keep the last tensor alive)
                 if data.nbytes != sizes[name]:  # a layer's header and data disagree: a bug, not the user's
                     raise AssertionError(f"{name}: {data.nbytes} bytes, header said {sizes[name]}")
                 _write_tensor_bytes(out, data)

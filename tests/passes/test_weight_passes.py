@@ -395,3 +395,44 @@ def test_opt_to_stdout_keeps_the_store_in_memory(tmp_path: Path, capsys: pytest.
     assert 'mmfc.weights = "<memory>"' in out and '!ternary.packed<16x16, "2bit">' in out
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing written
 
+
+
+# ------------------------------------------------------------------------------------------ streaming (issue 12)
+
+
+def test_weights_are_quantized_packed_and_written_a_block_at_a_time(tmp_path: Path) -> None:
+    """Folding, packing and saving hold a few blocks of a tensor, never the tensor (nor the checkpoint):
+    measured with tracemalloc, which sees numpy's buffers. The results are those of the whole-tensor
+    numerics."""
+    import tracemalloc
+
+    from safetensors.torch import save_file
+
+    from mmfc.dialects.parallel import worker_count
+    from mmfc.passes.fold_weight_quant import _quantize
+
+    gen = torch.Generator().manual_seed(0)
+    masters = {f"m{i}.weight": (torch.randn(2048, 2048, generator=gen) * 0.02).to(torch.bfloat16) for i in range(3)}
+    save_file(masters, str(tmp_path / "big.safetensors"))  # 3 x 8 MiB bf16, 3 x 16 MiB as float32
+    store = W.FileStore(tmp_path / "big.safetensors")
+    tracemalloc.start()
+    try:
+        folded = {name: _quantize(store, name) for name in masters}
+        fold_peak = tracemalloc.get_traced_memory()[1]  # the packed results and what made them
+        held = store.derive()
+        for name, (packed, shape, scale) in folded.items():
+            held.put_packed_trits(name, packed, shape, "2bit")
+        tracemalloc.reset_peak()
+        before_save = tracemalloc.get_traced_memory()[0]
+        saved = held.save(tmp_path / "trits.safetensors", standalone=True)  # unpacked one tensor at a time
+        save_peak = tracemalloc.get_traced_memory()[1] - before_save
+    finally:
+        tracemalloc.stop()
+    packed_bytes = 3 * 2048 * 512
+    block_bytes = 4 * nm.BLOCK_ELEMENTS  # one float32 block
+    assert fold_peak < packed_bytes + 8 * block_bytes, fold_peak  # a whole float32 master is 16 MiB
+    in_flight = worker_count() + 1  # tensors unpacked at once: one per worker, one being written
+    assert save_peak < in_flight * (2048 * 2048 + 2048 * 512) + 2**20, save_peak  # int8 + validity temp
+    for name, master in masters.items():
+        trits, scale = nm.quant_weight(master.float().numpy())
+        assert folded[name][2] == scale and np.array_equal(saved.get(name), trits)
