@@ -1,7 +1,7 @@
 """Wall time and peak memory of ``mmfc compile --model DIR -O2`` on released-shape checkpoints (not CI).
 
 usage: python benchmarks/compile_time.py [--sizes 370m,1.3b,2.7b] [--seed 0] [--work DIR] [--keep]
-                                         [--target interp] [--json results.json]
+                                         [--target interp] [--json results.json] [--breakdown]
 
 For each size the script first makes a checkpoint folder in the released format from ``--seed``
 (``config.json`` of the preset's shape, bf16 float masters with the reference's tensor names, split
@@ -16,7 +16,9 @@ and records the wall time, the child's peak RSS as ``/usr/bin/time -f %M`` repor
 of the RSS summed over the child's process tree (sampled from ``/proc`` every 50 ms), plus the load
 average before and after (the machine may be shared). Checkpoints and artifacts live in ``--work``
 (default: a temporary folder) and are removed at the end unless ``--keep`` (a kept checkpoint is
-reused by the next run with the same seed).
+reused by the next run with the same seed). ``--breakdown`` then runs each compile once more, step by
+step in a child process, and prints the seconds and the RSS after each step (where the time and the
+memory go).
 
 The bar (issue 12): 2.7B in <= 60 s with <= 3 GB peak RSS on a 2-core machine (resolved: 90 s, 4 GB).
 """
@@ -162,6 +164,49 @@ def measure(cmd: list[str]) -> dict[str, Any]:
     }
 
 
+def breakdown(checkpoint: Path, out: Path) -> list[tuple[str, float, float]]:
+    """Where the time and memory of one compile go: ``(step, seconds, RSS MB after it)`` for the
+    steps of ``mmfc.compile_artifact`` run one by one in this process (torch's import, the import
+    and validation of the checkpoint, each pass, the statistics, writing the artifact)."""
+    rows: list[tuple[str, float, float]] = []
+    last = time.perf_counter()
+
+    def lap(step: str) -> None:
+        nonlocal last
+        now = time.perf_counter()
+        with open("/proc/self/statm") as f:
+            rss_mb = int(f.read().split()[1]) * PAGE_BYTES / 1e6
+        rows.append((step, now - last, rss_mb))
+        last = now
+
+    import torch  # noqa: F401 -- timed on its own
+
+    lap("import torch")
+    from mmfc.artifact import artifact_dir, fill_artifact
+    from mmfc.dialects.context import mmfc_context
+    from mmfc.dialects.weights import resolve_store
+    from mmfc.passmanager import PassManager
+    from mmfc.pipeline import named_pipeline
+    from mmfc.source import import_ir, source_of
+    from mmfc.stats import compile_stats
+
+    lap("import mmfc")
+    src = import_ir(source_of(checkpoint))
+    lap("import + validate the checkpoint")
+    manager = PassManager(named_pipeline("O2"))
+    manager.run(mmfc_context(), src.module)
+    for step, seconds in manager.timings:
+        rows.append((f"  {step}", seconds, float("nan")))
+    lap("passes (-O2), verified after each")
+    store = resolve_store(src.module)
+    stats = compile_stats(src.module, store)
+    lap("statistics")
+    with artifact_dir(out) as folder:
+        fill_artifact(folder, src.module, store, target="interp", pipeline="O2", config=src.config, stats=stats)
+    lap("write the artifact")
+    return rows
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default=",".join(SIZES), help="comma-separated presets (default: all three)")
@@ -170,7 +215,17 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true", help="keep the checkpoints (reused by the next run)")
     parser.add_argument("--target", default="interp", help="compile target (default interp)")
     parser.add_argument("--json", help="write the results here as JSON")
+    parser.add_argument("--breakdown", action="store_true",
+                        help="also run each size's compile step by step in a child process: seconds and RSS per step")
+    parser.add_argument("--breakdown-of", metavar="DIR", help=argparse.SUPPRESS)  # the child of --breakdown
     args = parser.parse_args()
+    if args.breakdown_of:
+        out = Path(tempfile.mkdtemp(prefix="mmfc-breakdown-")) / "out"
+        try:
+            print(json.dumps(breakdown(Path(args.breakdown_of), out)))
+        finally:
+            shutil.rmtree(out.parent, ignore_errors=True)
+        return 0
     sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="mmfc-bench-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -188,6 +243,14 @@ def main() -> int:
                    "checkpoint_made_s": round(made_s, 1), **measure(cmd)}
             row["artifact_bytes"] = sum(f.stat().st_size for f in out.iterdir() if f.is_file())
             shutil.rmtree(out, ignore_errors=True)
+            if args.breakdown:
+                child = [sys.executable, __file__, "--breakdown-of", str(ckpt)]
+                rows = json.loads(subprocess.run(child, check=True, capture_output=True, text=True).stdout)
+                row["breakdown"] = rows
+                print(f"{size}, step by step (load {os.getloadavg()[0]:.2f}):")
+                for step, seconds, rss_mb in rows:
+                    rss = "" if rss_mb != rss_mb else f"{rss_mb:8.0f} MB"
+                    print(f"  {step:<40} {seconds:7.2f} s {rss}")
             if not args.keep:
                 shutil.rmtree(ckpt, ignore_errors=True)
             results.append(row)
