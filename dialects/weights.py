@@ -33,8 +33,15 @@ Saving (one design, two modes):
   byte for byte, so a bf16 embedding stays bf16.
 
 Both write a temporary file beside the target and ``os.replace`` it into place (atomic: a failure
-leaves the previous file, or none, and no partial file). A save never writes over a file the saved
-store reads from (a pass never mutates its input).
+leaves the previous file, or none, and no partial file; or within a caller's ``atomic_files`` block,
+landing with its other files). A save never writes over a file the saved store reads from (a pass
+never mutates its input).
+
+Streaming (a 2.7B model is compiled in about the memory of its packed trits): ``blocks(name)`` reads a
+tensor a block of rows at a time, ``release(name)`` drops a mapped tensor's pages from the process
+once the reader is done, a :class:`MemoryStore` may hold trits packed (``put_packed_trits``), and a
+save produces, writes and releases one tensor after another on the worker threads, checksumming the
+file as it goes.
 
 Module attribute (``STORE_ATTR``) values:
 
