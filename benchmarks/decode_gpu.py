@@ -129,18 +129,30 @@ def smi_used_mib() -> int | None:
 # ------------------------------------------------------------------------------------------ mmfc
 
 
-def bench_mmfc(model: Any, batches: list[int], prefill: int, steps: int, measure_ttft: bool = True) -> dict[str, Any]:
+def bench_mmfc(
+    model: Any, batches: list[int], prefill: int, steps: int, measure_ttft: bool = True, options: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """mmfc-triton; ``options``: the triton target's options (compile-time ones, such as ``block_n``,
+    go to the compiler, load-time ones, such as ``gemv``, to the loader)."""
     import mmfc
     from mmfc.api import compile_artifact
+    from mmfc.targets import get_target
 
-    out: dict[str, Any] = {}
+    at = {o.name: o.at for o in get_target("triton").options}
+    options = dict(options or {})
+    unknown = sorted(set(options) - set(at))
+    if unknown:
+        raise SystemExit(f"unknown triton option(s) {unknown}; known: {sorted(at)}")
+    build = {k: v for k, v in options.items() if at[k] != "load"}
+    run = {k: v for k, v in options.items() if at[k] == "load"}
+    out: dict[str, Any] = {"options": options}
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        compile_artifact(model, Path(tmp) / "art", target="triton")
+        compile_artifact(model, Path(tmp) / "art", target="triton", **build)
         out["compile_s"] = round(time.perf_counter() - start, 2)
         torch.cuda.synchronize()
         start = time.perf_counter()
-        compiled = mmfc.load(Path(tmp) / "art")
+        compiled = mmfc.load(Path(tmp) / "art", **run)
         torch.cuda.synchronize()
         out["load_s"] = round(time.perf_counter() - start, 3)
     runner = compiled.runner
@@ -404,6 +416,10 @@ def main() -> int:
     parser.add_argument("--systems", default="mmfc,eager,dense")
     parser.add_argument("--json", help="write (merge) the results into this JSON file")
     parser.add_argument("--skip-ttft", action="store_true", help="do not time the first token (its Triton compile is long)")
+    parser.add_argument(
+        "--variant", action="append", default=[], metavar="NAME:KEY=VALUE,...",
+        help="also time mmfc with these triton options (e.g. nodp4a:dp4a=false), as system mmfc[NAME]",
+    )
     args = parser.parse_args()
     if not torch.cuda.is_available():
         raise SystemExit("needs a CUDA GPU")
@@ -412,13 +428,19 @@ def main() -> int:
     model = ternary_model(args.model, seed=0, device="cpu")
     systems = args.systems.split(",")
     results: dict[str, Any] = {"model": args.model, "batch": args.batch, "prefill_tokens": args.prefill, "machine": machine()}
-    bench = {"mmfc": bench_mmfc, "eager": bench_eager, "dense": bench_dense}
+    bench: dict[str, Callable[..., dict[str, Any]]] = {"mmfc": bench_mmfc, "eager": bench_eager, "dense": bench_dense}
+    for spec in args.variant:
+        label, _, opts = spec.partition(":")
+        options = dict(kv.split("=", 1) for kv in opts.split(",") if kv)
+        name = f"mmfc[{label}]"
+        bench[name] = lambda *a, _o=options, **k: bench_mmfc(*a, options=_o, **k)
+        systems.insert(systems.index("mmfc") + 1 if "mmfc" in systems else 0, name)
     for name in systems:
-        if name != "mmfc" and model.device.type != "cuda":
+        if not name.startswith("mmfc") and model.device.type != "cuda":
             model = model.to("cuda")  # the baselines run the PyTorch model on the GPU
         torch.cuda.reset_peak_memory_stats()
         start = time.perf_counter()
-        extra = {"measure_ttft": not args.skip_ttft} if name == "mmfc" else {}
+        extra = {"measure_ttft": not args.skip_ttft} if name.startswith("mmfc") else {}
         results[name] = bench[name](model, args.batch, args.prefill, args.steps, **extra)
         results[name]["wall_s"] = round(time.perf_counter() - start, 1)
         print(f"{name}: {json.dumps(results[name])}", flush=True)
@@ -435,8 +457,12 @@ def main() -> int:
         decode = " ".join(f"{r['decode_ms'][str(b)]:.4g}" for b in args.batch)
         peak = f"{r['peak_bytes'] / 1e9:.2f}" if "peak_bytes" in r else "-"
         print(f"  {name:<9} decode {decode:<20} prefill {r.get('prefill_ms', '-')!s:<10} peak {peak}")
-    for row in results.get("mmfc", {}).get("profile", []):
-        print(f"    {row['kernel']:<64} x{row['launches']:<3} {row['ms']:>8.4f} ms  {row['gbps']!s:>7} GB/s  grid {row['grid']}")
+    for name in systems:
+        if not name.startswith("mmfc"):
+            continue
+        print(f"  {name}: launches/token {results[name].get('launches_per_token')}, per kernel (each launch timed alone):")
+        for row in results[name].get("profile", []):
+            print(f"    {row['kernel']:<64} x{row['launches']:<3} {row['ms']:>8.4f} ms  {row['gbps']!s:>7} GB/s  grid {row['grid']}")
     if args.json:
         path = Path(args.json)
         merged = json.loads(path.read_text()) if path.exists() else {}

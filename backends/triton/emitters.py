@@ -22,7 +22,7 @@ from mmfc.dialects import ternary as T
 from mmfc.dialects.diagnostics import UserError
 from mmfc.dialects.numerics import ACT_QMAX, ACT_SCALE_FLOOR, PACK_FORMATS, packed_row_bytes
 from mmfc.backends.triton.analysis import Space
-from mmfc.backends.triton.kernelgen import INDENT, ROWS, Emitter
+from mmfc.backends.triton.kernelgen import CONST, INDENT, ROWS, Emitter
 
 #: Source shared by every generated module (after ``import triton`` / ``import triton.language as tl``).
 PRELUDE = '''
@@ -39,6 +39,25 @@ def round_half_away(x):
 def sigmoid(x):
     """1 / (1 + exp(-x)) in float32 (numerics.sigmoid)."""
     return tl.div_rn(1.0, 1.0 + tl.exp(-x))
+
+
+@triton.jit
+def bit_or(a, b):
+    return a | b
+
+
+@triton.jit
+def dp4a(a, b, c, ASM: tl.constexpr):
+    """c + the dot product of the four signed bytes of a and b, lane by lane (int32 tiles of one
+    shape): one ``dp4a`` instruction when compiled for a GPU, the same sum written out otherwise."""
+    if ASM:
+        r = tl.inline_asm_elementwise("dp4a.s32.s32 $0, $1, $2, $3;", "=r,r,r,r", [a, b, c], dtype=tl.int32,
+                                      is_pure=True, pack=1)
+    else:
+        r = c
+        for i in tl.static_range(4):
+            r += ((a << (24 - 8 * i)) >> 24) * ((b << (24 - 8 * i)) >> 24)
+    return r
 
 
 @triton.jit
@@ -130,8 +149,8 @@ def emit_quant_act(e: Emitter, op: T.QuantActOp) -> None:
 
 def _trit(fmt: str, j: int) -> str:
     """Source of the trits of digit ``j`` of every byte in ``wb`` (int32)."""
-    if fmt == "2bit":  # code (byte >> 2j) & 3: 1 -> +1, 2 -> -1
-        return f"(((wb >> {2 * j}) & 3) == 1).to(tl.int32) - (((wb >> {2 * j}) & 3) == 2).to(tl.int32)"
+    if fmt == "2bit":  # on the device, code (byte >> 2j) & 3 is the trit + 1 (see :data:`DEVICE_2BIT`)
+        return f"((wb >> {2 * j}) & 3) - 1"
     if fmt == "base3":  # digit j of the byte in base 3, minus 1
         return f"(wb // {3**j}) % 3 - 1"
     return "wb"  # int8 trits, one per byte
@@ -165,6 +184,14 @@ def emit_accum(e: Emitter, op: T.AccumOp) -> None:
     per = PACK_FORMATS.get(w.format, 1)
     row_bytes = packed_row_bytes(k, w.format) if w.format in PACK_FORMATS else k
     xq = e.held[op.x]
+    acc = e.fresh("acc")
+    n = e.offs(n_space)
+    gemv = _gemv_words(k_space, n_space, w.format, row_bytes, xq.kind)
+    body = where
+    if gemv:
+        _emit_gemv(e, op, acc, k_space, n_space, w.operand, gemv)
+        e.emit(where, "else:")
+        e.indent += 1
     if xq.kind == "reg":
         slot = e.scratch_slot(k_space)
         bk = k_space.pow2_block
@@ -177,8 +204,6 @@ def emit_accum(e: Emitter, op: T.AccumOp) -> None:
         q_at = f"{e.ptr(xq.operand)} + {e.address(op.x, 'kk', xq.base)}"
     else:
         raise UserError(f"the triton target cannot generate {op.name} in kernel {e.label}: unsupported activations")
-    acc = e.fresh("acc")
-    n = e.offs(n_space)
     e.emit(where, f"{acc} = tl.zeros([BLOCK_ROWS, {n_space.pow2_block}], dtype=tl.int32)")
     e.emit(where, "if not USE_DOT:  # additions are summed elementwise, reduced across the chunk once at the end")
     e.emit(where, f"{INDENT}part = tl.zeros([BLOCK_ROWS, {n_space.pow2_block}, CHUNK], dtype=tl.int32)")
@@ -206,7 +231,69 @@ def emit_accum(e: Emitter, op: T.AccumOp) -> None:
     e.emit(where, f"{INDENT}{acc} += tl.sum(part, axis=2)")
     if xq.kind == "reg":
         e.emit(where, "tl.debug_barrier()")  # the next block of rows overwrites the scratch tile
+    if gemv:
+        e.indent -= 1
     e.define(op.acc, acc)
+
+
+#: the most words (4 packed bytes) of weights one program of a GEMV schedule holds in registers
+GEMV_MAX_WORDS = 16384
+
+
+def _gemv_words(k_space: Space, n_space: Space, fmt: str, row_bytes: int, activations: str) -> int:
+    """The words per weight row of the GEMV schedule (:func:`_emit_gemv`), 0 where it does not apply:
+    ``2bit`` weights whose rows are whole 32-bit words, activations computed in the kernel over the
+    whole of K (a power-of-two block of 16 trits per word), a tile that fits in registers."""
+    if fmt != "2bit" or row_bytes % 4 or activations != "reg" or k_space.axis is not None:
+        return 0
+    words = row_bytes // 4
+    wp = _pow2(words)
+    if wp * 16 != k_space.pow2_block or n_space.pow2_block * wp > GEMV_MAX_WORDS:
+        return 0
+    return words
+
+
+def _pow2(n: int) -> int:
+    return 1 << max(0, (n - 1).bit_length())
+
+
+def _emit_gemv(e: Emitter, op: T.AccumOp, acc: str, k_space: Space, n_space: Space, operand: int, words: int) -> None:
+    """The decode schedule of an accumulation (``GEMV``: one row per block, a few rows in all).
+
+    The program's weight tile ``[block_n, words]`` (32-bit words of 16 trits) is loaded once, before
+    anything else (its loads are in flight while the activations are normalized and quantized), and
+    stays in registers for every row. The row's int8 activations ``q`` are regrouped to match the
+    words: ``Q_d[w]`` packs the bytes ``q[16w + 4b + d]`` (b = 0..3), the activations of digit ``d``
+    of byte ``b`` of word ``w``. The device holds a ``2bit`` code as the trit + 1 (0, 1, 2), so
+    ``(word >> 2d) & 0x03030303`` is four codes in four bytes, and one ``dp4a`` adds their four
+    products with ``Q_d``: sum(q * trit) = sum(q * code) - sum(q), exactly, in int32."""
+    bn, wp = n_space.pow2_block, _pow2(words)
+    tile = e.fresh("wt")
+    lanes = f"tl.arange(0, {wp})"
+    mask = f"{e.mask(n_space)}[:, None]" + (f" & ({lanes} < {words})[None, :]" if wp != words else "")
+    e.emit(CONST, "if GEMV:  # the weight tile, read once, in flight from the start")
+    e.emit(CONST, f"{INDENT}{tile} = tl.load({e.ptr(operand)}.to(tl.pointer_type(tl.int32)) + "
+                  f"{e.offs(n_space)}[:, None] * {words} + {lanes}[None, :], mask={mask}, other=0)")
+    q = e.held[op.x].var
+    qm, wacc = e.fresh("qm"), e.fresh("wacc")
+    lines = [
+        "if GEMV:",
+        f"{INDENT}{qm} = tl.where({e.mask(k_space)}[None, :], {q}, 0).to(tl.int32)",
+        f"{INDENT}q_even, q_odd = tl.split(tl.reshape({qm}, [{wp}, 4, 2, 2]))",
+        f"{INDENT}q_0, q_2 = tl.split(q_even)",
+        f"{INDENT}q_1, q_3 = tl.split(q_odd)",
+        f"{INDENT}{wacc} = tl.zeros([{bn}, {wp}], dtype=tl.int32)",
+    ]
+    for d in range(4):
+        lines += [
+            f"{INDENT}packed_q = tl.reduce((q_{d} & 255) << (8 * tl.arange(0, 4))[None, :], 1, bit_or)",
+            f"{INDENT}{wacc} = dp4a(({tile} >> {2 * d}) & 0x03030303, tl.broadcast_to(packed_q[None, :], [{bn}, {wp}]), "
+            f"{wacc}, DP4A)",
+        ]
+    lines.append(f"{INDENT}{acc} = tl.sum({wacc}, axis=1)[None, :] - tl.sum({qm}, axis=1)[:, None]")
+    for line in lines:
+        e.emit(ROWS, line)
+    e.gemv = True
 
 
 def emit_dequant(e: Emitter, op: T.DequantOp) -> None:

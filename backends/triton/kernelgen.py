@@ -116,6 +116,8 @@ class KernelSource:
     debug: list[DebugValue]
     max_block: int  # the widest feature block (for the number of warps)
     accum_k: list[int]  # the K of every accumulation (for the CHUNK the runtime picks)
+    gemv: bool = False  # an accumulation has the GEMV schedule (run with GEMV=True, BLOCK_ROWS=1)
+    row_split: bool = False  # a last grid axis splits the rows, rows_per rows per program (argument)
 
 
 class Emitter:
@@ -132,10 +134,14 @@ class Emitter:
         if self.nested and any(0 < lv < len(rows) - 1 for lv in levels):
             raise UserError(f"kernel {self.label}: values of more than one outer row level are not supported")
         self.sections: dict[str, list[str]] = {"top": [], "outer": [], "block": [], "after": []}
+        # rows that are all one loop (not a recurrence's time in order) may be split among programs
+        self.row_split = bool(rows) and not self.nested
         self.held: dict[SSAValue, Held] = {}
         self.debug: list[DebugValue] = []
         self.scratch_per_row = 0
         self.accum_k: list[int] = []
+        self.gemv = False  # an accumulation has the GEMV schedule (emitters._emit_gemv)
+        self.indent = 0  # levels of indentation of the lines emitted now (inside a generated ``if``)
         self._n = 0
         self._loaded: dict[SSAValue, str] = {}
         for i, arg in enumerate(kernel.body.block.args):
@@ -168,6 +174,7 @@ class Emitter:
         return ROWS if ROWS in places else (OUTER if OUTER in places else CONST)
 
     def emit(self, where: str, line: str, *, after: bool = False) -> None:
+        line = INDENT * self.indent + line
         if where == ROWS:
             section = "block"
         elif where == OUTER:
@@ -324,7 +331,7 @@ class Emitter:
         widest = max([s.pow2_block for s in self.ks.spaces if s.kind == "feature"] + [1])
         return KernelSource(
             self.name, self.label, self._assemble(), self.ks, self._size_args(), self.scratch_per_row, self.debug,
-            widest, self.accum_k,
+            widest, self.accum_k, self.gemv, self.row_split,
         )
 
     def _note_debug(self, index: int, op: Operation) -> None:
@@ -364,6 +371,9 @@ class Emitter:
             lin = "pid0"
             for a in range(1, len(grid)):
                 lin = f"({lin}) * tl.num_programs({a}) + pid{a}"
+        if self.row_split:  # one more grid axis, last: the blocks of rows_per rows
+            lines.append(f"pid_rows = tl.program_id({len(grid)})")
+            lin = "pid_rows" if not grid else f"({lin}) * tl.num_programs({len(grid)}) + pid_rows"
         lines.append(f"pid_linear = {lin}")
         for s in self.ks.spaces:
             if s.kind == "feature":
@@ -396,7 +406,8 @@ class Emitter:
             inner = " * ".join(self.size(s) for s in rows[1:])
             if inner:
                 lo, hi = f"({lo}) * {inner}", f"({hi}) * {inner}"
-            lines = [f"rows_lo = {lo}", f"rows_hi = {hi}", "for r0 in range(rows_lo, rows_hi, BLOCK_ROWS):"]
+            lines = [f"rows_lo = {lo} + pid_rows * rows_per", f"rows_hi = tl.minimum(rows_lo + rows_per, {hi})"]
+            lines.append("for r0 in range(rows_lo, rows_hi, BLOCK_ROWS):")
             lines += [INDENT + "rows = r0 + tl.arange(0, BLOCK_ROWS)", INDENT + "mask_rows = rows < rows_hi"]
             return lines + [INDENT + line for line in body]
         outer, last = rows[:-1], rows[-1]
@@ -428,11 +439,13 @@ class Emitter:
         args += [dv.name for dv in self.debug]
         args += ["scratch"]
         args += [s.size_arg for s in self._size_args()]
+        if self.row_split:
+            args.append("rows_per")
         return args
 
     def _assemble(self) -> str:
-        sizes = [s.size_arg for s in self._size_args()]
-        constexprs = ["BLOCK_ROWS: tl.constexpr", "CHUNK: tl.constexpr", "USE_DOT: tl.constexpr", "DEBUG: tl.constexpr"]
+        sizes = [s.size_arg for s in self._size_args()] + (["rows_per"] if self.row_split else [])
+        constexprs = [f"{c}: tl.constexpr" for c in ("BLOCK_ROWS", "CHUNK", "USE_DOT", "GEMV", "DP4A", "DEBUG")]
         lines = [f"@triton.jit(do_not_specialize={sizes!r})" if sizes else "@triton.jit"]
         lines.append(f"def {self.name}({', '.join([*self.signature(), *constexprs])}):")
         body = [*self._preamble(), *self.sections["top"], *self._loops()]

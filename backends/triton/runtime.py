@@ -108,6 +108,26 @@ def _check_packed(raw: np.ndarray, fmt: str, sym: str) -> None:
         raise UserError(f"weight @{sym}: invalid {fmt} code in the packed bytes (the weight store is corrupt)")
 
 
+def _device_2bit_table() -> np.ndarray:
+    """Byte -> byte: each 2-bit code of the ``2bit`` format (0: 0, 1: +1, 2: -1) rewritten as the
+    trit + 1 (0: -1, 1: 0, 2: +1), the form the generated kernels read (a trit is ``code - 1``, and
+    four codes in four bytes feed one ``dp4a``)."""
+    table = np.zeros(256, dtype=np.uint8)
+    trit_plus_one = {0: 1, 1: 2, 2: 0, 3: 0}  # 3 never occurs (the store is checked first)
+    for byte in range(256):
+        table[byte] = sum(trit_plus_one[(byte >> (2 * j)) & 3] << (2 * j) for j in range(4))
+    return table
+
+
+DEVICE_2BIT = _device_2bit_table()
+
+#: the most rows a launch of a GEMV-capable kernel may have for the runtime to pick that schedule
+GEMV_MAX_ROWS = 8
+
+#: programs a launch over many rows aims at (several per multiprocessor of a large GPU)
+TARGET_PROGRAMS = 1024
+
+
 def _pow2(n: int) -> int:
     return 1 << max(0, (max(n, 1) - 1).bit_length())
 
@@ -166,6 +186,9 @@ class TritonRunner(Runner):
             )
         self.use_graphs = bool(options.get("graphs", True)) and not self.interpret
         self.accumulate = str(options.get("accumulate", "auto"))
+        self.gemv = bool(options.get("gemv", True))
+        self.rows_per = int(options.get("rows_per_program", 0))
+        self.dp4a = bool(options.get("dp4a", True)) and not self.interpret
         self.buffers: dict[str, Any] = {}
         self._upload_weights(store, folder)
         self._dummy = torch.zeros(1, dtype=torch.int8, device=self._device)
@@ -195,6 +218,8 @@ class TritonRunner(Runner):
             if spec.get("format"):
                 _check_packed(raw, spec["format"], sym)
             host = np.ascontiguousarray(raw.astype(spec["dtype"], copy=False)).reshape(-1 if spec["scalar"] else raw.shape)
+            if spec.get("format") == "2bit":
+                host = DEVICE_2BIT[host]
             self.buffers[f"w:{sym}"] = torch.from_numpy(host.copy()).to(self._device)
         if self.plan["constants"]:
             from mmfc.dialects.weights import WeightStore as Store
@@ -297,7 +322,15 @@ class TritonRunner(Runner):
                 return int(spec) if isinstance(spec, int) else int(ins[spec[1]].shape[spec[2]])
 
             extents = [dim(e) for e, _ in step["grid"]]
-            grid = tuple(max(1, math.ceil(n / b)) for n, (_, b) in zip(extents, step["grid"])) or (1,)
+            grid = tuple(max(1, math.ceil(n / b)) for n, (_, b) in zip(extents, step["grid"]))
+            rows = math.prod(dim(s) for s in step["block_rows_of"])
+            schedule = self.schedule(step, rows)
+            split: tuple[Any, ...] = ()
+            if step.get("row_split"):
+                rows_per = self.rows_per_program(rows, schedule["BLOCK_ROWS"], math.prod(grid))
+                grid += (max(1, math.ceil(rows / rows_per)),)
+                split = (rows_per,)
+            grid = grid or (1,)
             outs = []
             for r, (name, shape, dtype) in enumerate(zip(step["outputs"], step["output_shapes"], step["output_dtypes"])):
                 alias = step["in_place"].get(str(r))
@@ -310,7 +343,6 @@ class TritonRunner(Runner):
             if debug:
                 for d in step["debug"]:
                     dbg[d["name"]] = torch.empty([dim(s) for s in d["shape"]], dtype=_torch_dtype(d["dtype"]), device=self._device)
-            schedule = self.schedule(step, math.prod(dim(s) for s in step["block_rows_of"]))
             scratch = self._dummy
             if step["scratch_per_row"]:
                 elems = math.prod(grid) * schedule["BLOCK_ROWS"] * step["scratch_per_row"]
@@ -319,7 +351,20 @@ class TritonRunner(Runner):
             dbg_args = [dbg.get(d["name"], self._dummy) for d in step["debug"]]
             kernel = getattr(self.kernels, step["kernel"])
             kwargs = {**schedule, "DEBUG": debug, "enable_fp_fusion": False}
-            yield _Launch(kernel, grid, (*ins, *outs, *dbg_args, scratch, *sizes), kwargs, step, dbg)
+            yield _Launch(kernel, grid, (*ins, *outs, *dbg_args, scratch, *sizes, *split), kwargs, step, dbg)
+
+    def rows_per_program(self, rows: int, block_rows: int, programs: int) -> int:
+        """Rows each program walks where a kernel's rows may be split among programs: all of them in
+        the interpreter (its programs run one after another) and for a few rows (a decode step: the
+        weights a program holds serve all its rows); otherwise whole blocks of rows, split until the
+        launch has about :data:`TARGET_PROGRAMS` programs (a prompt's rows, spread over the GPU)."""
+        if self.rows_per > 0:
+            return self.rows_per  # (a block of rows may reach past a program's last row: it is masked)
+        if self.interpret or rows <= GEMV_MAX_ROWS:
+            return max(1, rows)
+        blocks = math.ceil(rows / block_rows)
+        parts = min(blocks, max(1, math.ceil(TARGET_PROGRAMS / max(1, programs))))
+        return math.ceil(blocks / parts) * block_rows
 
     def schedule(self, step: dict[str, Any], rows: int) -> dict[str, Any]:
         """The launch parameters of a step over ``rows`` rows (the rows one block walks): rows per
@@ -332,10 +377,16 @@ class TritonRunner(Runner):
         ``accumulate`` option forces additions or dots."""
         widest = int(step["max_block"])
         pow2 = _pow2(rows)
+        if step.get("gemv") and self.gemv and rows <= GEMV_MAX_ROWS and self.accumulate != "dot":
+            schedule = {"BLOCK_ROWS": 1, "CHUNK": 16, "USE_DOT": False, "GEMV": True, "DP4A": self.dp4a}
+            if not self.interpret:
+                schedule["num_warps"] = 4 if widest <= 2048 else 8
+            return schedule
+        fixed = {"GEMV": False, "DP4A": False}
         if self.interpret:  # numpy operations: the fewer and larger, the faster
             use_dot = self.accumulate != "add"
             chunk = max(16, _pow2(max(step["accum_k"] or [16]))) if use_dot else 64
-            return {"BLOCK_ROWS": min(pow2, 128 if use_dot else 8), "CHUNK": chunk, "USE_DOT": use_dot}
+            return {"BLOCK_ROWS": min(pow2, 128 if use_dot else 8), "CHUNK": chunk, "USE_DOT": use_dot, **fixed}
         block_rows = max(1, min(pow2, 16384 // widest, 64))
         use_dot = block_rows >= 16 if self.accumulate == "auto" else self.accumulate == "dot"
         if use_dot:
@@ -343,7 +394,7 @@ class TritonRunner(Runner):
         # additions: a [rows, block_n, chunk] tile of partial sums in registers
         chunk = 32 if use_dot else max(16, min(256, 4096 // max(1, block_rows * min(widest, 16))))
         warps = 4 if widest <= 1024 else (8 if widest <= 4096 else 16)
-        return {"BLOCK_ROWS": block_rows, "CHUNK": _pow2(chunk), "USE_DOT": use_dot, "num_warps": warps}
+        return {"BLOCK_ROWS": block_rows, "CHUNK": _pow2(chunk), "USE_DOT": use_dot, "num_warps": warps, **fixed}
 
     # ------------------------------------------------------------------------------ decode workspace
 

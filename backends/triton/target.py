@@ -38,6 +38,13 @@ def _accumulate(value: Any) -> str:
     return text
 
 
+def _count(value: Any) -> int:
+    n = int(value)
+    if n < 0:
+        raise ValueError(f"must be 0 or more, got {value}")
+    return n
+
+
 GPU_BLOCK_N = 16
 INTERPRETER_BLOCK_N = 256
 
@@ -95,6 +102,24 @@ class TritonTarget(Target):
             choices=("auto", "add", "dot"),
             at="load",
         ),
+        TargetOption(
+            "gemv",
+            "decode steps of at most 8 rows take the GEMV schedule where a kernel has it (weights held in "
+            "registers, one row at a time, dp4a on a GPU); false: the schedule of prefill",
+            parse=parse_bool,
+            default=True,
+            at="load",
+        ),
+        TargetOption(
+            "rows_per_program",
+            "rows each program walks in kernels whose rows may be split among programs (0: auto, whole blocks "
+            "until a launch has about a thousand programs on a GPU, all rows in the interpreter)",
+            parse=_count,
+            default=0,
+            at="load",
+        ),
+        TargetOption("dp4a", "the GEMV schedule sums four byte products per dp4a instruction (GPU only)", parse=parse_bool,
+                     default=True, at="load"),
         TargetOption(
             "block_n",
             "output features per program of the fused kernels at -O2 (a power of two, or auto: 16 when compiling "

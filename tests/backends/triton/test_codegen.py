@@ -12,6 +12,7 @@ import torch
 from xdsl.dialects import func
 
 import mmfc
+from mmfc.backends.triton.codegen import PLAN_FORMAT
 from mmfc.backends.triton.emitters import EMITTERS
 from mmfc.backends.triton.runtime import KERNELS_FILE
 from mmfc.cli import main
@@ -76,7 +77,7 @@ def test_every_size_argument_is_left_unspecialized(artifact: Path) -> None:
 def test_the_artifact_checksums_the_generated_module(artifact: Path) -> None:
     manifest = json.loads((artifact / "manifest.json").read_text())
     assert KERNELS_FILE in manifest["files"]
-    assert manifest["target"]["record"]["plan_format"] == 1 and manifest["target"]["record"]["kernels"] >= 10
+    assert manifest["target"]["record"]["plan_format"] == PLAN_FORMAT and manifest["target"]["record"]["kernels"] >= 10
     text = (artifact / KERNELS_FILE).read_text()
     (artifact / KERNELS_FILE).write_text(text.replace("tl.div_rn(1.0,", "tl.div_rn(2.0,", 1))
     try:
@@ -91,12 +92,12 @@ def test_another_plan_format_is_refused(tmp_path: Path) -> None:
     mmfc.compile(tiny(1), target="triton", out=out)
     from mmfc.artifact import MANIFEST, sha256_of
 
-    text = (out / KERNELS_FILE).read_text().replace("'format': 1,", "'format': 99,")
+    text = (out / KERNELS_FILE).read_text().replace(f"'format': {PLAN_FORMAT},", "'format': 99,")
     (out / KERNELS_FILE).write_text(text)
     manifest = json.loads((out / MANIFEST).read_text())
     manifest["files"][KERNELS_FILE] = {"bytes": (out / KERNELS_FILE).stat().st_size, "sha256": sha256_of(out / KERNELS_FILE)}
     (out / MANIFEST).write_text(json.dumps(manifest))
-    with pytest.raises(UserError, match=r"plan format 99; this mmfc runs format 1 \(compile the model again\)"):
+    with pytest.raises(UserError, match=rf"plan format 99; this mmfc runs format {PLAN_FORMAT} \(compile the model again\)"):
         mmfc.load(out)
 
 

@@ -166,3 +166,47 @@ def test_unfused_ir_runs_one_kernel_per_op(pipeline_name: str) -> None:
     assert_logits_close(compiled(ids).logits, model(ids).logits)
     kernels = compiled.runner.plan["entries"]["prefill"]["steps"]
     assert len(kernels) > 10 and {k["record_as"] for k in kernels} >= {"ternary.embedding", "ternary.accum"}
+
+
+def _gemv_pair(**options: object) -> tuple[HGRNBitForCausalLM, mmfc.CompiledModel, mmfc.CompiledModel]:
+    """A model whose packed rows are whole 32-bit words (K = 30 and 46: 2 and 3 words), built twice:
+    the GEMV schedule on, and off (the prefill schedule for every launch)."""
+    config = HGRNBitConfig(vocab_size=37, hidden_size=30, num_hidden_layers=2, intermediate_size=46)
+    model = init_random_(HGRNBitForCausalLM.from_config(config), 17)
+    on = mmfc.compile(model, target="triton", pipeline=pipeline("2bit", 8), **options)
+    off = mmfc.compile(model, target="triton", pipeline=pipeline("2bit", 8), gemv=False)
+    return model, on, off
+
+
+def test_the_gemv_schedule_computes_exactly_what_the_prefill_schedule_does() -> None:
+    model, on, off = _gemv_pair()
+    steps = on.runner.plan["entries"]["decode_step"]["steps"]
+    with_accum = [s for s in steps if "accum" in " ".join(d["op"] for d in s["debug"])]
+    assert with_accum and all(s["gemv"] for s in with_accum)
+    assert all(on.runner.schedule(s, 3)["GEMV"] for s in with_accum)
+    assert not any(off.runner.schedule(s, 3)["GEMV"] for s in with_accum)
+    ids = torch.from_numpy(np.random.default_rng(17).integers(0, 37, (3, 6)))
+    state_on = state_off = None
+    for pos in range(ids.shape[1]):
+        got, state_on = on.decode_step(ids[:, pos], state_on)
+        want, state_off = off.decode_step(ids[:, pos], state_off)
+        np.testing.assert_array_equal(got.numpy(), want.numpy())  # integer sums, then the same float ops
+    assert_logits_close(on(ids).logits, model(ids).logits)
+
+
+def test_base3_and_odd_rows_have_no_gemv_schedule() -> None:
+    config = HGRNBitConfig(vocab_size=37, hidden_size=22, num_hidden_layers=1, intermediate_size=27)
+    model = init_random_(HGRNBitForCausalLM.from_config(config), 2)
+    for fmt in ("base3", "2bit"):  # base3: another packing; 2bit: rows of 6 and 7 bytes, not whole words
+        compiled = mmfc.compile(model, target="triton", pipeline=pipeline(fmt, 8))
+        assert not any(s["gemv"] for s in compiled.runner.plan["entries"]["decode_step"]["steps"])
+
+
+def test_prompt_rows_split_among_programs_give_the_same_logits() -> None:
+    _, whole, _ = _gemv_pair()
+    _, split, _ = _gemv_pair(rows_per_program=2)
+    ids = torch.from_numpy(np.random.default_rng(5).integers(0, 37, (2, 9)))
+    launches = list(split.runner._launches("prefill", split.runner._bind("prefill", split.runner._inputs("prefill", [
+        ids.numpy(), np.ones((2, 9), np.int64), *[np.zeros((2, 30), np.float32)] * 2]))))
+    assert any(launch.grid[-1] > 1 for launch in launches if launch.step["row_split"])  # the rows really split
+    np.testing.assert_array_equal(split(ids).logits.numpy(), whole(ids).logits.numpy())
