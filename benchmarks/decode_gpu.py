@@ -441,7 +441,14 @@ def main() -> int:
         torch.cuda.reset_peak_memory_stats()
         start = time.perf_counter()
         extra = {"measure_ttft": not args.skip_ttft} if name.startswith("mmfc") else {}
-        results[name] = bench[name](model, args.batch, args.prefill, args.steps, **extra)
+        try:
+            results[name] = bench[name](model, args.batch, args.prefill, args.steps, **extra)
+        except Exception as error:  # noqa: BLE001 - one system failing must not lose the others' figures
+            import traceback
+
+            traceback.print_exc()
+            results[name] = {"error": f"{type(error).__name__}: {error}", "decode_ms": {}}
+            torch.cuda.empty_cache()
         results[name]["wall_s"] = round(time.perf_counter() - start, 1)
         print(f"{name}: {json.dumps(results[name])}", flush=True)
     bandwidth = copy_bandwidth_gbps()
@@ -454,7 +461,7 @@ def main() -> int:
     print(f"\n{args.model}: decode ms/token (batch {args.batch}), prefill {args.prefill} tokens ms, peak GB")
     for name in [*systems, "roofline"]:
         r = results[name]
-        decode = " ".join(f"{r['decode_ms'][str(b)]:.4g}" for b in args.batch)
+        decode = " ".join(f"{r['decode_ms'][str(b)]:.4g}" if str(b) in r["decode_ms"] else "-" for b in args.batch)
         peak = f"{r['peak_bytes'] / 1e9:.2f}" if "peak_bytes" in r else "-"
         print(f"  {name:<9} decode {decode:<20} prefill {r.get('prefill_ms', '-')!s:<10} peak {peak}")
     for name in systems:
