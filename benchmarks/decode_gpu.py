@@ -27,6 +27,7 @@ Prints a table; ``--json`` writes per system ``decode_ms`` (per batch), ``prefil
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
@@ -260,12 +261,11 @@ def ternary_model_like(model: Any, dtype: torch.dtype) -> Any:
     return copy.to(dtype)
 
 
-class Dense(torch.nn.Module):
+class Dense:
     """The model with every ternary matrix dequantized once to fp16 (``trits * scale``), activations
     fake-quantized to 8 bits per token as the model does, the recurrence as a chunked scan."""
 
     def __init__(self, model: Any) -> None:
-        super().__init__()
         from mmfc.frontends.torch.modeling import BitLinear
 
         self.cfg = model.config
@@ -298,29 +298,49 @@ class Dense(torch.nn.Module):
         s = 127.0 / x.abs().amax(-1, keepdim=True).clamp(min=1e-5)
         return (x * s).round().clamp(-128, 127) / s
 
-    def bitlinear(self, x: torch.Tensor, w: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-        return torch.nn.functional.linear(self.fq(self.rms(x, g)), w)
+    @classmethod
+    def bitlinear(cls, x: torch.Tensor, w: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.linear(cls.fq(cls.rms(x, g)), w)
 
-    def forward(self, ids: torch.Tensor, h: list[torch.Tensor], scan: Callable[..., Any]) -> Any:
+    @classmethod
+    def layer(
+        cls, x: torch.Tensor, h: torch.Tensor, lb: torch.Tensor, attn_norm: torch.Tensor, w_ifg: torch.Tensor,
+        n_i: torch.Tensor, n_f: torch.Tensor, n_g: torch.Tensor, g_norm: torch.Tensor, o_w: torch.Tensor,
+        o_n: torch.Tensor, mlp_norm: torch.Tensor, gate_w: torch.Tensor, gate_n: torch.Tensor, down_w: torch.Tensor,
+        down_n: torch.Tensor, scan: Callable[..., Any],
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One layer, a function of tensors only: ``torch.compile`` compiles it once for every layer
+        (they share shapes), instead of tracing the 24 to 32 layers unrolled."""
+        d = x.shape[-1]
+        a = cls.rms(x, attn_norm)
+        ifg = torch.cat([cls.fq(cls.rms(a, n)) for n in (n_i, n_f, n_g)], -1)
+        i, f, g = (torch.nn.functional.linear(ifg[..., j * d:(j + 1) * d], w_ifg[j * d:(j + 1) * d]) for j in range(3))
+        f = lb + (1 - lb) * torch.sigmoid(f)
+        i = torch.nn.functional.silu(i) * (1 - f)
+        hs, last = scan(i, f, h)
+        o = cls.rms(g, g_norm) * torch.nn.functional.silu(hs)
+        r = x + cls.bitlinear(o, o_w, o_n)
+        m = cls.rms(r, mlp_norm)
+        gate, up = cls.bitlinear(m, gate_w, gate_n).chunk(2, -1)
+        return r + cls.bitlinear(torch.nn.functional.silu(gate) * up, down_w, down_n), last
+
+    def layer_args(self, index: int) -> list[torch.Tensor]:
+        p = self.layers[index]
+        return [
+            self.lbs[index], p["attn_norm"], p["ifg"], *p["ifg_norms"], p["g_norm"], *p["o"], p["mlp_norm"], *p["gate"], *p["down"],
+        ]
+
+    def __call__(self, ids: torch.Tensor, h: list[torch.Tensor], layer: Callable[..., Any], head: Callable[..., Any]) -> Any:
         x = self.emb[ids]
         new_h = []
-        d = self.cfg.hidden_size
-        for index, p in enumerate(self.layers):
-            a = self.rms(x, p["attn_norm"])
-            ifg = torch.cat([self.fq(self.rms(a, n)) for n in p["ifg_norms"]], -1)
-            proj = torch.stack([torch.nn.functional.linear(ifg[..., j * d:(j + 1) * d], p["ifg"][j * d:(j + 1) * d]) for j in range(3)])
-            i, f, g = proj[0], proj[1], proj[2]
-            lb = self.lbs[index]
-            f = lb + (1 - lb) * torch.sigmoid(f)
-            i = torch.nn.functional.silu(i) * (1 - f)
-            hs, last = scan(i, f, h[index])
+        for index in range(len(self.layers)):
+            x, last = layer(x, h[index], *self.layer_args(index))
             new_h.append(last)
-            o = self.rms(g, p["g_norm"]) * torch.nn.functional.silu(hs)
-            r = x + self.bitlinear(o, *p["o"])
-            m = self.rms(r, p["mlp_norm"])
-            gate, up = self.bitlinear(m, *p["gate"]).chunk(2, -1)
-            x = r + self.bitlinear(torch.nn.functional.silu(gate) * up, *p["down"])
-        return self.bitlinear(self.rms(x, self.norm), *self.head), new_h
+        return head(x, self.norm, *self.head), new_h
+
+    @classmethod
+    def final(cls, x: torch.Tensor, norm: torch.Tensor, w: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+        return cls.bitlinear(cls.rms(x, norm), w, n)
 
 
 def step_scan(i: torch.Tensor, f: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -347,7 +367,9 @@ def chunked_scan(i: torch.Tensor, f: torch.Tensor, h: torch.Tensor, chunk: int =
 def bench_dense(model: Any, batches: list[int], prefill: int, steps: int) -> dict[str, Any]:
     dense = Dense(model)
     vocab, d, layers = model.config.vocab_size, model.config.hidden_size, model.config.num_hidden_layers
-    compiled_step = torch.compile(lambda ids, h: dense(ids, h, step_scan), mode="default")
+    head = torch.compile(Dense.final)
+    step_layer = torch.compile(functools.partial(Dense.layer, scan=step_scan))
+    compiled_step = lambda ids, h: dense(ids, h, step_layer, head)  # noqa: E731
     out: dict[str, Any] = {"decode_ms": {}, "graph_check": {}}
     for b in batches:
         ids = torch.randint(0, vocab, (b,), device="cuda")
@@ -375,7 +397,8 @@ def bench_dense(model: Any, batches: list[int], prefill: int, steps: int) -> dic
     if prefill:
         ids = torch.randint(0, vocab, (1, prefill), device="cuda")
         h = [torch.zeros(1, d, dtype=torch.float16, device="cuda") for _ in range(layers)]
-        compiled_prefill = torch.compile(lambda ids, h: dense(ids, h, chunked_scan), mode="default")
+        prefill_layer = torch.compile(functools.partial(Dense.layer, scan=chunked_scan))
+        compiled_prefill = lambda ids, h: dense(ids, h, prefill_layer, head)  # noqa: E731
         for _ in range(2):
             compiled_prefill(ids, h)
         graph = torch.cuda.CUDAGraph()

@@ -188,6 +188,7 @@ class TritonRunner(Runner):
         self.accumulate = str(options.get("accumulate", "auto"))
         self.gemv = bool(options.get("gemv", True))
         self.rows_per = int(options.get("rows_per_program", 0))
+        self.gemv_warps = int(options.get("gemv_warps", 0))
         self.dp4a = bool(options.get("dp4a", True)) and not self.interpret
         self.buffers: dict[str, Any] = {}
         self._upload_weights(store, folder)
@@ -380,7 +381,7 @@ class TritonRunner(Runner):
         if step.get("gemv") and self.gemv and rows <= GEMV_MAX_ROWS and self.accumulate != "dot":
             schedule = {"BLOCK_ROWS": 1, "CHUNK": 16, "USE_DOT": False, "GEMV": True, "DP4A": self.dp4a}
             if not self.interpret:
-                schedule["num_warps"] = 4 if widest <= 2048 else 8
+                schedule["num_warps"] = self.gemv_warps or (4 if widest <= 2048 else 8)
             return schedule
         fixed = {"GEMV": False, "DP4A": False}
         if self.interpret:  # numpy operations: the fewer and larger, the faster

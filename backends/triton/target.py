@@ -45,6 +45,13 @@ def _count(value: Any) -> int:
     return n
 
 
+def _warps(value: Any) -> int:
+    n = int(value)
+    if n < 0 or n > 32 or n & (n - 1):
+        raise ValueError(f"must be 0 (auto) or a power of two up to 32, got {value}")
+    return n
+
+
 GPU_BLOCK_N = 16
 INTERPRETER_BLOCK_N = 256
 
@@ -115,6 +122,13 @@ class TritonTarget(Target):
             "rows each program walks in kernels whose rows may be split among programs (0: auto, whole blocks "
             "until a launch has about a thousand programs on a GPU, all rows in the interpreter)",
             parse=_count,
+            default=0,
+            at="load",
+        ),
+        TargetOption(
+            "gemv_warps",
+            "warps per program of the GEMV schedule (0: auto, by the widest block of the kernel)",
+            parse=_warps,
             default=0,
             at="load",
         ),

@@ -190,7 +190,7 @@ def test_the_gemv_schedule_computes_exactly_what_the_prefill_schedule_does() -> 
     for pos in range(ids.shape[1]):
         got, state_on = on.decode_step(ids[:, pos], state_on)
         want, state_off = off.decode_step(ids[:, pos], state_off)
-        np.testing.assert_array_equal(got.numpy(), want.numpy())  # integer sums, then the same float ops
+        np.testing.assert_array_equal(got.cpu().numpy(), want.cpu().numpy())  # integer sums, then the same float ops
     assert_logits_close(on(ids).logits, model(ids).logits)
 
 
@@ -209,4 +209,4 @@ def test_prompt_rows_split_among_programs_give_the_same_logits() -> None:
     launches = list(split.runner._launches("prefill", split.runner._bind("prefill", split.runner._inputs("prefill", [
         ids.numpy(), np.ones((2, 9), np.int64), *[np.zeros((2, 30), np.float32)] * 2]))))
     assert any(launch.grid[-1] > 1 for launch in launches if launch.step["row_split"])  # the rows really split
-    np.testing.assert_array_equal(split(ids).logits.numpy(), whole(ids).logits.numpy())
+    np.testing.assert_array_equal(split(ids).logits.cpu().numpy(), whole(ids).logits.cpu().numpy())
