@@ -187,13 +187,12 @@ def emit_accum(e: Emitter, op: T.AccumOp) -> None:
     acc = e.fresh("acc")
     n = e.offs(n_space)
     gemv = _gemv_words(k_space, n_space, w.format, row_bytes, xq.kind)
-    body = where
+    slot = e.scratch_slot(k_space) if xq.kind == "reg" else ""
     if gemv:
-        _emit_gemv(e, op, acc, k_space, n_space, w.operand, gemv)
+        _emit_gemv(e, op, acc, k_space, n_space, w.operand, gemv, slot)
         e.emit(where, "else:")
         e.indent += 1
     if xq.kind == "reg":
-        slot = e.scratch_slot(k_space)
         bk = k_space.pow2_block
         # K is whole in every program (the accumulation reduces over it): its offsets are the lanes
         e.emit(where, f"tl.store({slot} + tl.arange(0, BLOCK_ROWS)[:, None] * {bk} + {e.offs(k_space)}[None, :], "
@@ -257,14 +256,15 @@ def _pow2(n: int) -> int:
     return 1 << max(0, (n - 1).bit_length())
 
 
-def _emit_gemv(e: Emitter, op: T.AccumOp, acc: str, k_space: Space, n_space: Space, operand: int, words: int) -> None:
+def _emit_gemv(e: Emitter, op: T.AccumOp, acc: str, k_space: Space, n_space: Space, operand: int, words: int, slot: str) -> None:
     """The decode schedule of an accumulation (``GEMV``: one row per block, a few rows in all).
 
     The program's weight tile ``[block_n, words]`` (32-bit words of 16 trits) is loaded once, before
     anything else (its loads are in flight while the activations are normalized and quantized), and
     stays in registers for every row. The row's int8 activations ``q`` are regrouped to match the
-    words: ``Q_d[w]`` packs the bytes ``q[16w + 4b + d]`` (b = 0..3), the activations of digit ``d``
-    of byte ``b`` of word ``w``. The device holds a ``2bit`` code as the trit + 1 (0, 1, 2), so
+    words, through the program's scratch tile: byte ``q[16w + 4b + d]`` goes to byte ``b`` of word
+    ``w`` of group ``d``, so that ``Q_d[w]`` (one 32-bit load) holds the activations of digit ``d``
+    of the four bytes of word ``w``. The device holds a ``2bit`` code as the trit + 1 (0, 1, 2), so
     ``(word >> 2d) & 0x03030303`` is four codes in four bytes, and one ``dp4a`` adds their four
     products with ``Q_d``: sum(q * trit) = sum(q * code) - sum(q), exactly, in int32."""
     bn, wp = n_space.pow2_block, _pow2(words)
@@ -275,22 +275,26 @@ def _emit_gemv(e: Emitter, op: T.AccumOp, acc: str, k_space: Space, n_space: Spa
     e.emit(CONST, f"{INDENT}{tile} = tl.load({e.ptr(operand)}.to(tl.pointer_type(tl.int32)) + "
                   f"{e.offs(n_space)}[:, None] * {words} + {lanes}[None, :], mask={mask}, other=0)")
     q = e.held[op.x].var
+    k = e.offs(k_space)
     qm, wacc = e.fresh("qm"), e.fresh("wacc")
     lines = [
         "if GEMV:",
-        f"{INDENT}{qm} = tl.where({e.mask(k_space)}[None, :], {q}, 0).to(tl.int32)",
-        f"{INDENT}q_even, q_odd = tl.split(tl.reshape({qm}, [{wp}, 4, 2, 2]))",
-        f"{INDENT}q_0, q_2 = tl.split(q_even)",
-        f"{INDENT}q_1, q_3 = tl.split(q_odd)",
+        f"{INDENT}{qm} = tl.where({e.mask(k_space)}[None, :], {q}, 0)",
+        f"{INDENT}tl.store(({slot}).to(tl.pointer_type(tl.int8)) + "
+        f"(({k} % 4) * {4 * wp} + ({k} // 16) * 4 + ({k} // 4) % 4)[None, :], {qm})",
+        f"{INDENT}tl.debug_barrier()",
         f"{INDENT}{wacc} = tl.zeros([{bn}, {wp}], dtype=tl.int32)",
     ]
     for d in range(4):
         lines += [
-            f"{INDENT}packed_q = tl.reduce((q_{d} & 255) << (8 * tl.arange(0, 4))[None, :], 1, bit_or)",
+            f"{INDENT}packed_q = tl.load(({slot}).to(tl.pointer_type(tl.int32)) + {d * wp} + {lanes})",
             f"{INDENT}{wacc} = dp4a(({tile} >> {2 * d}) & 0x03030303, tl.broadcast_to(packed_q[None, :], [{bn}, {wp}]), "
             f"{wacc}, DP4A)",
         ]
-    lines.append(f"{INDENT}{acc} = tl.sum({wacc}, axis=1)[None, :] - tl.sum({qm}, axis=1)[:, None]")
+    lines += [
+        f"{INDENT}{acc} = tl.sum({wacc}, axis=1)[None, :] - tl.sum({qm}.to(tl.int32), axis=1)[:, None]",
+        f"{INDENT}tl.debug_barrier()  # the next row overwrites the scratch tile",
+    ]
     for line in lines:
         e.emit(ROWS, line)
     e.gemv = True
