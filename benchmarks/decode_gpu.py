@@ -137,6 +137,7 @@ def bench_mmfc(
     go to the compiler, load-time ones, such as ``gemv``, to the loader)."""
     import mmfc
     from mmfc.api import compile_artifact
+    from mmfc.backends.triton.runtime import summarize_profile
     from mmfc.targets import get_target
 
     at = {o.name: o.at for o in get_target("triton").options}
@@ -187,28 +188,13 @@ def bench_mmfc(
             out["peak_bytes"] = torch.cuda.max_memory_allocated()
             out["launches_per_token"] = launches
             out["nvidia_smi_used_mib"] = smi_used_mib()
-            out["profile"] = _by_kernel(runner.profile("decode_step", nxt, *[v.clone() for v in values]))
+            out["profile"] = summarize_profile(runner.profile("decode_step", nxt, *[v.clone() for v in values]))
     if prefill:
         ids = torch.randint(0, vocab, (1, prefill), device="cuda")
         out["prefill_ms"] = round(cuda_ms(lambda: compiled(ids), 3, warmup=1), 2)
     del compiled, runner
     torch.cuda.empty_cache()
     return out
-
-
-def _by_kernel(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per-launch timings summed by generated function (one per kernel shape): count, total ms,
-    weight bytes, achieved GB/s."""
-    table: dict[str, dict[str, Any]] = {}
-    for r in rows:
-        t = table.setdefault(r["kernel"], {"kernel": r["kernel"], "launches": 0, "ms": 0.0, "weight_bytes": 0, "grid": r["grid"]})
-        t["launches"] += 1
-        t["ms"] += r["ms"]
-        t["weight_bytes"] += r["weight_bytes"]
-    for t in table.values():
-        t["ms"] = round(t["ms"], 4)
-        t["gbps"] = round(t["weight_bytes"] / (t["ms"] * 1e-3) / 1e9, 1) if t["ms"] else None
-    return sorted(table.values(), key=lambda t: -t["ms"])
 
 
 # ------------------------------------------------------------------------------------------ baselines

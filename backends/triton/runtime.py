@@ -316,6 +316,7 @@ class TritonRunner(Runner):
         """Each launch of ``entry``, allocating its outputs into ``env`` as it goes (an output may be
         written over an input that is in ``owned``)."""
         torch = self.torch
+        shared_scratch = None
         for step in self.plan["entries"][entry]["steps"]:
             ins = [env[name] for name in step["inputs"]]
 
@@ -346,8 +347,13 @@ class TritonRunner(Runner):
                     dbg[d["name"]] = torch.empty([dim(s) for s in d["shape"]], dtype=_torch_dtype(d["dtype"]), device=self._device)
             scratch = self._dummy
             if step["scratch_per_row"]:
+                # one scratch buffer serves every launch (they run one after another on one stream):
+                # it grows (doubling) when a launch needs more
                 elems = math.prod(grid) * schedule["BLOCK_ROWS"] * step["scratch_per_row"]
-                scratch = torch.empty(elems, dtype=torch.float32, device=self._device)
+                if shared_scratch is None or shared_scratch.numel() < elems:
+                    grown = elems if shared_scratch is None else max(elems, 2 * shared_scratch.numel())
+                    shared_scratch = torch.empty(grown, dtype=torch.float32, device=self._device)
+                scratch = shared_scratch
             sizes = [dim(s) for s in step["sizes"]]
             dbg_args = [dbg.get(d["name"], self._dummy) for d in step["debug"]]
             kernel = getattr(self.kernels, step["kernel"])
@@ -441,11 +447,15 @@ class TritonRunner(Runner):
                 env[f"arg{i}"].copy_(s)
         return ws
 
-    def profile(self, entry: str, *inputs: Any, repeats: int = 20) -> list[dict[str, Any]]:
-        """Time each launch of ``entry`` alone (GPU events around it; median of ``repeats``), with
-        the bytes of the weights it reads and the bandwidth that gives: where a step's time goes."""
+    def profile(self, entry: str, *inputs: Any, repeats: int = 20, per_graph: int = 10) -> list[dict[str, Any]]:
+        """Time each launch of ``entry`` alone, with the bytes of the weights it reads and the
+        bandwidth that gives: where a step's time goes. On a GPU each launch is captured
+        ``per_graph`` times in a CUDA graph of its own and timed by replay (GPU events around the
+        replay, divided by ``per_graph``; median of ``repeats``): the host's launch overhead, which a
+        decode step's graph does not pay either, stays out of the figure."""
         import statistics
 
+        torch = self.torch
         args = self._inputs(entry, inputs)
         env = self._bind(entry, args)
         launches = list(self._launches(entry, env, owned=frozenset(f"arg{i}" for i in range(len(args)))))
@@ -455,24 +465,45 @@ class TritonRunner(Runner):
         while time.perf_counter() - warm < 0.5:
             for launch in launches:
                 launch()
-            self.torch.cuda.synchronize()
+            torch.cuda.synchronize()
         rows = []
         for launch in launches:
             weights = sum(t.numel() * t.element_size() for name, t in zip(launch.step["inputs"], launch.args) if name.startswith("w:"))
+            graph = torch.cuda.CUDAGraph()
+            stream = torch.cuda.Stream()
+            stream.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(stream):
+                launch()
+            torch.cuda.current_stream().wait_stream(stream)
+            with torch.cuda.graph(graph):
+                for _ in range(per_graph):
+                    launch()
+            graph.replay()
             times = []
             for _ in range(repeats):
-                start, end = self.torch.cuda.Event(enable_timing=True), self.torch.cuda.Event(enable_timing=True)
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
                 start.record()
-                launch()
+                graph.replay()
                 end.record()
                 end.synchronize()
-                times.append(start.elapsed_time(end))
+                times.append(start.elapsed_time(end) / per_graph)
             ms = statistics.median(times)
             rows.append({
                 "label": launch.step["label"], "kernel": launch.step["kernel"], "grid": list(launch.grid),
                 "ms": round(ms, 5), "weight_bytes": weights, "gbps": round(weights / (ms * 1e-3) / 1e9, 1) if ms else None,
             })
         return rows
+
+    def profile_decode(self, batch: int = 1) -> list[dict[str, Any]]:
+        """:meth:`profile` of one ``decode_step`` (token ids 0, zero state), summed per generated
+        function (one per kernel shape): launches, ms, weight bytes, GB/s; the slowest first."""
+        if self.interpret:
+            raise UserError("--profile times compiled kernels on a GPU; here the kernels run in Triton's interpreter")
+        spec = self.plan["entries"]["decode_step"]
+        inputs = [
+            np.zeros([batch if n is None else n for n in a["shape"]], dtype=a["dtype"]) for a in spec["args"]
+        ]
+        return summarize_profile(self.profile("decode_step", *inputs))
 
     def workspace_state(self, values: Sequence[Any]) -> bool:
         """Whether ``values`` are the state buffers of a decode workspace (handed back without a copy)."""
@@ -510,4 +541,19 @@ class TritonRunner(Runner):
         return [env[name] for name in self.plan["entries"][entry]["outputs"]]
 
 
-__all__ = ["CONSTANTS_FILE", "KERNELS_FILE", "TritonRunner", "choose_device", "import_kernels"]
+def summarize_profile(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per-launch timings (:meth:`TritonRunner.profile`) summed by generated function (one per
+    kernel shape): launches, total ms, weight bytes, achieved GB/s; the slowest first."""
+    table: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        t = table.setdefault(r["kernel"], {"kernel": r["kernel"], "launches": 0, "ms": 0.0, "weight_bytes": 0, "grid": r["grid"]})
+        t["launches"] += 1
+        t["ms"] += r["ms"]
+        t["weight_bytes"] += r["weight_bytes"]
+    for t in table.values():
+        t["ms"] = round(t["ms"], 4)
+        t["gbps"] = round(t["weight_bytes"] / (t["ms"] * 1e-3) / 1e9, 1) if t["ms"] else None
+    return sorted(table.values(), key=lambda t: -t["ms"])
+
+
+__all__ = ["CONSTANTS_FILE", "KERNELS_FILE", "TritonRunner", "choose_device", "import_kernels", "summarize_profile"]

@@ -201,6 +201,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument(
         "--debug-dump", metavar="DIR", help="ARTIFACT only: write each call's kernel outputs to DIR/NNN_<entry>/"
     )
+    p.add_argument(
+        "--profile",
+        action="store_true",
+        help="ARTIFACT only: after generating, time each kernel of a decode step (per generated function: "
+        "launches, ms, weight GB/s) on stderr (targets that have a profile: triton on a GPU)",
+    )
     add_target_arguments(p, at=("load",), target_flag=False)
     return p
 
@@ -300,6 +306,7 @@ def _generate(args: argparse.Namespace) -> int:
     if tokenizer is None:
         tokenizer = model.tokenizer  # a checkpoint's tokenizer decodes --prompt-ids output too
 
+    profiler = _profiler(model) if args.profile else None  # refused before any token is generated
     do_sample = args.temperature is not None or args.top_k is not None or args.top_p is not None
     with timed(model, timing):
         out = model.generate(
@@ -335,6 +342,8 @@ def _generate(args: argparse.Namespace) -> int:
         "stopped_at_eos": stopped_at_eos,
         "timing": timing.as_dict(),
     }
+    if profiler is not None:
+        result["profile"] = profiler()
     if args.json:
         print(json.dumps(result))
         return 0
@@ -352,4 +361,28 @@ def _generate(args: argparse.Namespace) -> int:
         f"{len(new_ids)} new tokens{stop} | load {t['load_ms']:.0f} ms | prefill {t['prefill_ms']:.2f} ms "
         f"({t['prefill_tokens']} prompt tokens) | {decode}  [{_runs_on(model)}]\n"
     )
+    if args.profile:
+        sys.stderr.write(_profile_table(result["profile"]))
     return 0
+
+
+def _profiler(model: Any) -> Any:
+    """What times each kernel of one decode step of a compiled model (batch 1, zero state), or a
+    UserError where there is nothing to time (PyTorch, a target without a profile, the interpreter)."""
+    runner = getattr(model, "runner", None)
+    profile = getattr(runner, "profile_decode", None)
+    if profile is None:
+        raise UserError(f"--profile: {_runs_on(model)} has no per-kernel profile (the triton target on a GPU has one)")
+    if getattr(runner, "interpret", False):
+        raise UserError("--profile times compiled kernels on a GPU; here the kernels run in Triton's interpreter")
+    return profile
+
+
+def _profile_table(rows: list[dict[str, Any]]) -> str:
+    total = sum(r["ms"] for r in rows)
+    lines = [f"decode step, each kernel timed alone (CUDA graph replays): {total:.4f} ms in all"]
+    lines.append(f"  {'kernel':<66} {'launches':>8} {'ms':>9} {'weight MB':>10} {'GB/s':>8}")
+    for r in rows:
+        gbps = f"{r['gbps']:.1f}" if r["gbps"] is not None else "-"
+        lines.append(f"  {r['kernel']:<66} {r['launches']:>8} {r['ms']:>9.4f} {r['weight_bytes'] / 1e6:>10.2f} {gbps:>8}")
+    return "\n".join(lines) + "\n"

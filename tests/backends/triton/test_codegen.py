@@ -141,6 +141,13 @@ def test_cli_compile_generate_and_run(tmp_path: Path, capsys: pytest.CaptureFixt
     assert f"[target triton, {where}" in err
     assert main(["generate", str(out), "--prompt-ids", "1,2", "--device", "nope"]) == 2
     assert "--device 'nope': expected auto, cuda or interpret" in capsys.readouterr().err
+    # --profile times compiled kernels: refused in one line, before any token, where there are none
+    assert main(["generate", "--preset", "tiny", "--prompt-ids", "1,2", "--profile"]) == 2
+    assert capsys.readouterr().err.strip().endswith("has no per-kernel profile (the triton target on a GPU has one)")
+    if not torch.cuda.is_available():
+        assert main(["generate", str(out), "--prompt-ids", "1,2", "--profile"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err == "mmfc: error: --profile times compiled kernels on a GPU; here the kernels run in Triton's interpreter"
 
 
 def test_debug_dump_names_the_first_kernel_that_differs_from_the_interpreter() -> None:

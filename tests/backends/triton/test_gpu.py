@@ -113,3 +113,23 @@ def test_generate_on_the_gpu_matches_pytorch(pair: tuple[HGRNBitForCausalLM, mmf
     from mmfc.testing import assert_generate_matches
 
     assert_generate_matches(got, want, model(want).logits[:, 5:-1], 6)
+
+
+def test_generate_profile_times_every_kernel_of_a_decode_step(
+    pair: tuple[HGRNBitForCausalLM, mmfc.CompiledModel], tmp_path: object, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+    from pathlib import Path
+
+    from mmfc.cli import main
+
+    out = Path(str(tmp_path)) / "art"
+    mmfc.compile(pair[0], target="triton", out=out)
+    capsys.readouterr()
+    assert main(["generate", str(out), "--prompt-ids", "1,2", "--max-new-tokens", "2", "--json", "--profile"]) == 0
+    rows = json.loads(capsys.readouterr().out)["profile"]
+    launches = len(pair[1].runner.plan["entries"]["decode_step"]["steps"])
+    assert sum(r["launches"] for r in rows) == launches
+    assert all(r["ms"] > 0 for r in rows) and any(r["weight_bytes"] > 0 and r["gbps"] > 0 for r in rows)
+    assert main(["generate", str(out), "--prompt-ids", "1,2", "--max-new-tokens", "2", "--profile"]) == 0
+    assert "decode step, each kernel timed alone (CUDA graph replays)" in capsys.readouterr().err
