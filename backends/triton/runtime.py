@@ -468,7 +468,11 @@ class TritonRunner(Runner):
             torch.cuda.synchronize()
         rows = []
         for launch in launches:
-            weights = sum(t.numel() * t.element_size() for name, t in zip(launch.step["inputs"], launch.args) if name.startswith("w:"))
+            # the weights a launch reads whole (an embedding table is gathered from: one row per token)
+            gathered = launch.step["record_as"] == "ternary.embedding" or launch.step["label"] == "embedding"
+            weights = 0 if gathered else sum(
+                t.numel() * t.element_size() for name, t in zip(launch.step["inputs"], launch.args) if name.startswith("w:")
+            )
             graph = torch.cuda.CUDAGraph()
             stream = torch.cuda.Stream()
             stream.wait_stream(torch.cuda.current_stream())
