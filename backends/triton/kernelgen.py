@@ -22,9 +22,9 @@ Generated code is plain ``tl.*`` with pointer arithmetic and masks (no libdevice
 compiled on a GPU, and on Triton 3.6 and 3.9 alike. Layout of the function::
 
     def k_<label>(<one pointer per operand>, <one per result>, <one per debug value>, <scratch>,
-                  <run-time sizes>, BLOCK_ROWS, CHUNK, USE_DOT, DEBUG: tl.constexpr):
+                  <run-time sizes>, [rows_per], BLOCK_ROWS, CHUNK, USE_DOT, GEMV, DP4A, DEBUG: tl.constexpr):
         <program ids, feature offsets and masks, row ranges>
-        <values the same in every row (norm weights, scales)>
+        <values the same in every row (norm weights, scales; with GEMV, the weight tiles)>
         [for i_<outer> in range(lo, hi):          (second loop shape only)
             <values of one outer row (a recurrence's state)>]
             for r0 in range(lo, hi, BLOCK_ROWS):
@@ -33,7 +33,10 @@ compiled on a GPU, and on Triton 3.6 and 3.9 alike. Layout of the function::
             [<what a recurrence leaves after the last row>]
 
 ``BLOCK_ROWS`` and ``CHUNK`` (weight bytes per step of an accumulation) are chosen by the runtime at
-launch; ``USE_DOT`` selects int8 tensor-core dots for accumulations over blocks of rows; ``DEBUG``
+launch; ``USE_DOT`` selects int8 tensor-core dots for accumulations over blocks of rows; ``GEMV``
+the decode schedule of accumulations that have one (``emitters._emit_gemv``: weight tiles held in
+registers, one row per block; ``DP4A``: its four-byte dot products as one instruction on a GPU);
+where the rows are one loop, a last grid axis splits them, ``rows_per`` rows per program; ``DEBUG``
 (compiled out when false) stores every body value, assembled whole over the programs, for the shared
 kernel dump. A value an op must read in pieces (the int8 activations of ``accum``, the gates of a
 recurrence) goes through a per-program float32 scratch tile.
