@@ -195,12 +195,16 @@ def kill_then_compile(folder: Path) -> list[list[str]]:
     proc = subprocess.Popen([*MMFC, "compile", "--preset", "370m", "-o", "art"], cwd=folder, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
-    while not any(p.name.startswith(".art.mmfc-tmp-") for p in folder.iterdir()):
+
+    def temporary_folder() -> bool:  # not the probe file that checks the folder takes new entries
+        return any(p.name.startswith(".art.mmfc-tmp-") and p.is_dir() for p in folder.iterdir())
+
+    while not temporary_folder():
         assert proc.poll() is None and time.monotonic() < deadline, "the compile never created its folder"
         time.sleep(0.05)
     proc.kill()
     proc.wait()
-    assert any(p.name.startswith(".art.mmfc-tmp-") for p in folder.iterdir())  # what the kill left
+    assert temporary_folder()  # what the kill left
     return [["compile", "--preset", "tiny", "-o", "art"]]
 
 
