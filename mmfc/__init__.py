@@ -6,7 +6,7 @@ module-level ``__getattr__`` below, so that plain ``xdsl-opt`` can import the di
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (the console script's first instant)
 
 if TYPE_CHECKING:
     from typing import Any

@@ -98,7 +98,7 @@ def check_artifact_target(out: str | Path) -> Path:
             raise ArtifactError(f"{out}: exists and is not a compiled artifact; refusing to overwrite it")
     parent = out.parent if str(out.parent) else Path(".")
     if not parent.is_dir():
-        raise ArtifactError(f"{out}: folder {parent} does not exist")
+        raise ArtifactError(f"{out}: {parent} is not a folder" if parent.exists() else f"{out}: folder {parent} does not exist")
     try:
         check_writable(out)
     except OSError as exc:

@@ -8,19 +8,22 @@ Once the command is over, Ctrl-C is ignored (the process only exits).
 
 from __future__ import annotations
 
-import os
-import signal
-import sys
-from typing import Any
+# Hold Ctrl-C before anything else is imported: ``_signal`` is built in (``signal`` itself builds its
+# enums first, which takes long enough for a Ctrl-C to land in it).
+import _signal
 
 _held: list[int] = []
 
 
-def _hold(signum: int, frame: Any) -> None:
+def _hold(signum: int, frame: object) -> None:
     _held.append(signum)
 
 
-signal.signal(signal.SIGINT, _hold)
+_signal.signal(_signal.SIGINT, _hold)
+
+import os  # noqa: E402 -- after the handler, on purpose
+import signal  # noqa: E402
+import sys  # noqa: E402
 
 
 def main() -> int:

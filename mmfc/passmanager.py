@@ -53,6 +53,7 @@ from typing import TYPE_CHECKING, TextIO
 
 from mmfc.dialects import files
 from mmfc.dialects.diagnostics import UserError
+from mmfc.dialects.progress import progress
 
 if TYPE_CHECKING:
     from xdsl.context import Context
@@ -205,18 +206,20 @@ class PassManager:
         if dumps is not None:
             with self.timed(DUMP_STEP):
                 dumps.write(ctx, module, 0, "input", self.print_generic)
-        for index, (module_pass, label) in enumerate(zip(self.passes, self._labels), start=1):
-            with self.timed(label):
-                self._apply(ctx, module, module_pass)
-            if self.verify_each:
-                with self.timed(VERIFY_EACH_STEP):
-                    self._verify(module, f"after pass '{module_pass.name}'")
-            if self.print_ir_after_all or module_pass.name in self.print_ir_after:
-                with self.timed(PRINT_IR_STEP):
-                    self._print_after(ctx, module, module_pass.name)
-            if dumps is not None:
-                with self.timed(DUMP_STEP):
-                    dumps.write(ctx, module, index, module_pass.name, self.print_generic)
+        with progress("run passes", len(self.passes), "pass") as advance:
+            for index, (module_pass, label) in enumerate(zip(self.passes, self._labels), start=1):
+                with self.timed(label):
+                    self._apply(ctx, module, module_pass)
+                if self.verify_each:
+                    with self.timed(VERIFY_EACH_STEP):
+                        self._verify(module, f"after pass '{module_pass.name}'")
+                if self.print_ir_after_all or module_pass.name in self.print_ir_after:
+                    with self.timed(PRINT_IR_STEP):
+                        self._print_after(ctx, module, module_pass.name)
+                if dumps is not None:
+                    with self.timed(DUMP_STEP):
+                        dumps.write(ctx, module, index, module_pass.name, self.print_generic)
+                advance(1)
         if not self.verify_each and self.passes:
             with self.timed(VERIFY_EACH_STEP):
                 self._verify(module, "after the pipeline")

@@ -13,7 +13,6 @@ pipeline, and what calling it needs, as three files written together (all or non
 from __future__ import annotations
 
 import json
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -98,14 +97,11 @@ def export_upstream(module: ModuleOp, store: WeightStore, out: str | Path) -> Ex
     )
     layer = _weights_store(lowered, store)
     names = [w.name for w in lowered.weights]
-    with tempfile.TemporaryDirectory(prefix="mmfc-export-", dir=out.parent if out.parent.is_dir() else None) as tmp:
-        saved = layer.save(Path(tmp) / weights_path.name, standalone=True, names=names)
+    with atomic_files() as files:  # the weights streamed into their temporary file, then all three land
+        saved = layer.save(weights_path, standalone=True, names=names, files=files)
         weight_bytes = sum(int(np.prod(saved.info(n).shape or (1,))) * _itemsize(saved.info(n).stored) for n in names)
-        data = (Path(tmp) / weights_path.name).read_bytes()
-        with atomic_files() as files:
-            files.open(out, "w").write(header + text)
-            files.open(weights_path, "wb").write(data)
-            files.open(order_path, "w").write(json.dumps(_order(lowered, weights_path.name), indent=1) + "\n")
+        files.open(out, "w").write(header + text)
+        files.open(order_path, "w").write(json.dumps(_order(lowered, weights_path.name), indent=1) + "\n")
     return Exported(out, weights_path, order_path, len(names), weight_bytes)
 
 

@@ -24,6 +24,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
+from mmfc.dialects.progress import progress
 from mmfc.dialects.seeds import check_seed
 from mmfc.frontends.torch import numerics as tn
 from mmfc.frontends.torch.config import HGRNBitConfig, preset_config
@@ -273,10 +274,15 @@ class HGRNBitForCausalLM(nn.Module):
     @classmethod
     def from_config(cls, config: HGRNBitConfig, seed: int = 0, device: str | torch.device = "cpu") -> "HGRNBitForCausalLM":
         """A randomly initialised model (the reference's scheme: normal(0, initializer_range) weights,
-        o_proj / down_proj scaled by 1/sqrt(2L), unit norms, zero lower bounds), seeded."""
-        with torch.device(device):
+        o_proj / down_proj scaled by 1/sqrt(2L), unit norms, zero lower bounds), seeded.
+
+        The modules are built on the meta device and their memory allocated uninitialised:
+        ``init_reference_`` sets every tensor, so the default initialisation the modules would run
+        first (as long again at 1.3B) is skipped."""
+        with torch.device("meta"):
             model = cls(config)
         if torch.device(device).type != "meta":
+            model.to_empty(device=device)
             init_reference_(model, seed)
         return model
 
@@ -397,16 +403,21 @@ def init_reference_(model: nn.Module, seed: int, std: float | None = None) -> No
     config = getattr(model, "config", None)
     std = std if std is not None else getattr(config, "initializer_range", 0.02)
     n_layers = getattr(config, "num_hidden_layers", 1)
-    for name, module in model.named_modules():
-        if isinstance(module, BitLinear) and not module.quantized:
-            w = torch.randn(module.weight.shape, generator=gen) * std
-            if name.endswith("o_proj") or name.endswith("down_proj"):
-                w /= math.sqrt(2 * n_layers)
-            module.weight.copy_(w)
-        elif isinstance(module, nn.Embedding):
-            module.weight.copy_(torch.randn(module.weight.shape, generator=gen) * std)
-        elif isinstance(module, RMSNorm):
-            module.weight.fill_(1.0)
+    randomized = sum(1 for m in model.modules() if isinstance(m, nn.Embedding)
+                     or (isinstance(m, BitLinear) and not m.quantized))
+    with progress("initialize weights", randomized) as advance:
+        for name, module in model.named_modules():
+            if isinstance(module, BitLinear) and not module.quantized:
+                w = torch.randn(module.weight.shape, generator=gen) * std
+                if name.endswith("o_proj") or name.endswith("down_proj"):
+                    w /= math.sqrt(2 * n_layers)
+                module.weight.copy_(w)
+                advance(1)
+            elif isinstance(module, nn.Embedding):
+                module.weight.copy_(torch.randn(module.weight.shape, generator=gen) * std)
+                advance(1)
+            elif isinstance(module, RMSNorm):
+                module.weight.fill_(1.0)
     for name, p in model.named_parameters():
         if name.endswith("lower_bounds"):
             p.zero_()

@@ -102,8 +102,11 @@ def _emit_mlir(args: argparse.Namespace, source: object) -> int:
         raise UserError(f"--emit mlir writes an .mlir file: -o {out} must end in .mlir")
     if out.is_dir():
         raise UserError(f"{out}: is a directory (--emit mlir writes OUT.mlir)")
-    if not out.parent.is_dir() and str(out.parent):
-        raise UserError(f"{out}: folder {out.parent} does not exist")
+    from mmfc.backends.mlir.export import companion_paths
+    from mmfc.commands.opt import check_output_file
+
+    for path in (out, *companion_paths(out)):  # before any work: the three files can be written
+        check_output_file(path)
     pipeline = args.pipeline if args.pipeline is not None else (args.level or "-O2")
     spec = pipeline_spec(pipeline)
     if spec.strip():

@@ -39,17 +39,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
-    from mmfc.commands.opt import check_output_file, output_files, print_module
+    from mmfc.commands.opt import check_ir_outputs, output_files, print_module
     from mmfc.dialects.context import mmfc_context
     from mmfc.dialects.weights import write_module_store
 
     source = source_from_args(args, allow=("checkpoint", "preset"))
     entries = tuple(args.entry or ("prefill", "decode_step"))
     out = None if args.output == "-" else Path(args.output)
-    if out is not None:
-        if not (out.parent if str(out.parent) else Path(".")).is_dir():
-            raise UserError(f"{out}: folder {out.parent} does not exist")
-        check_output_file(out)  # before any work
+    check_ir_outputs(out, args.store_dir)  # before any work: the IR and its weights can be written
     if out is None and source.kind == "preset" and args.store_dir is None:
         raise UserError("a preset's weights must be written somewhere: give -o OUT.mlir or --store-dir DIR")
     start = time.perf_counter()

@@ -130,8 +130,8 @@ def run(args: argparse.Namespace) -> int:
     after = [name.strip() for value in args.print_ir_after for name in value.split(",") if name.strip()]
     PassManager(passes, print_ir_after=after)
     out = Path(args.output) if args.output else None
-    if out is not None:
-        check_output_file(out)  # before any work: a folder in the way, a folder missing or read-only
+    # before any work: a folder in the way, a folder missing or read-only (the IR's and its weights')
+    check_ir_outputs(out, args.store_dir)
     name, text = read_input(args.input)
     ctx = mmfc_context(allow_unregistered=args.allow_unregistered_dialect)
     chunks = split_input(text) if args.split_input_file else [(text, 0)]
@@ -235,6 +235,25 @@ def check_output_file(path: Path) -> None:
         files.check_writable(path)
     except OSError as exc:
         raise UserError(f"{path}: cannot write: {exc.strerror or exc}") from None
+
+
+def check_ir_outputs(out: Path | None, store_dir: str | None = None) -> None:
+    """:func:`check_output_file` for the IR ``out`` and for the weight store that may be written with
+    it (``OUT.weights.safetensors`` beside it, or in ``store_dir``), before any work."""
+    if out is not None:
+        check_output_file(out)
+    weights = _weights_module()
+    if weights is None:
+        return
+    name = weights.default_store_path(out).name if out is not None else "module" + weights.STORE_SUFFIX
+    if store_dir is not None:
+        directory = Path(store_dir)
+        if directory.exists() and not directory.is_dir():
+            raise UserError(f"{directory}: --store-dir is not a folder")
+        if directory.is_dir():
+            check_output_file(directory / name)
+    elif out is not None:
+        check_output_file(out.with_name(name))
 
 
 @contextmanager

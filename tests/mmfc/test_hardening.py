@@ -41,9 +41,10 @@ def snapshot(folder: Path) -> dict[str, tuple[int, bytes | None]]:
 
 
 def run(
-    args: list[str], cwd: Path, timeout: float = 300, umask: int | None = None, **kwargs: Any
+    args: list[str], cwd: Path, timeout: float = 300, umask: int | None = None, env: dict[str, str] | None = None,
+    **kwargs: Any,
 ) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "MMFC_PROGRESS": "0"}
+    env = {**os.environ, "MMFC_PROGRESS": "0", **(env or {})}
     argv = [*MMFC, *args]
     if umask is not None:
         argv = ["sh", "-c", f"umask {umask:03o} && exec \"$@\"", "sh", *argv]
@@ -85,6 +86,9 @@ class Case:
     setup: Callable[[Path], list[list[str]]]
     check: Callable[[Path, list[subprocess.CompletedProcess[str]], dict[str, Any]], None]
     results: list[subprocess.CompletedProcess[str]] = field(default_factory=list)
+    #: run without torch (an import of it fails): the command must refuse before any work starts
+    before_any_work: bool = False
+    env: dict[str, str] = field(default_factory=dict)
 
 
 def tiny_checkpoint(folder: Path, quantized: bool = False) -> Path:
@@ -114,7 +118,7 @@ def both_refuse(*fragments: str) -> Callable[[Path, list[Any], dict[str, Any]], 
     def check(folder: Path, results: list[Any], before: dict[str, Any]) -> None:
         loaded, compiled = results
         assert one_line(loaded, 2, *fragments) == one_line(compiled, 2, *fragments)  # the same words
-        assert not (folder / "art").exists() and not any(p.name.startswith(".art") for p in folder.iterdir())
+        assert snapshot(folder) == before  # no artifact, no temporary, the checkpoint as it was
 
     return check
 
@@ -135,6 +139,7 @@ def same_tokens(folder: Path, results: list[Any], before: dict[str, Any]) -> Non
 def opt_into_a_folder(folder: Path) -> list[list[str]]:
     run(["import", "--preset", "tiny", "-o", "tiny.mlir"], folder, check=True)
     (folder / "D.mlir").mkdir()
+    (folder / "D.weights.safetensors").write_bytes(b"an earlier store")  # must not be replaced
     return [["opt", "tiny.mlir", "-O2", "-o", "D.mlir"]]
 
 
@@ -148,7 +153,39 @@ def refused_untouched(*fragments: str) -> Callable[[Path, list[Any], dict[str, A
 
 def import_into_a_folder(folder: Path) -> list[list[str]]:
     (folder / "SOMEDIR").mkdir()
+    (folder / "SOMEDIR.weights.safetensors").write_bytes(b"an earlier store")  # must not be replaced
     return [["import", "--preset", "tiny", "-o", "SOMEDIR"]]
+
+
+def import_weights_into_a_folder(folder: Path) -> list[list[str]]:
+    """The IR's own path is fine, the weight store's is a folder: refused before the import."""
+    (folder / "H.weights.safetensors").mkdir()
+    return [["import", "--preset", "370m", "-o", "H.mlir"]]
+
+
+def opt_weights_into_a_folder(folder: Path) -> list[list[str]]:
+    run(["import", "--preset", "tiny", "-o", "tiny.mlir"], folder, check=True)
+    (folder / "H.weights.safetensors").mkdir()
+    return [["opt", "tiny.mlir", "-O2", "-o", "H.mlir"]]
+
+
+def emit_mlir_read_only(folder: Path) -> list[list[str]]:
+    if os.geteuid() == 0:
+        return [["compile", "--preset", "370m", "--emit", "mlir", "-o", "/sys/mmfc-test-out.mlir"]]
+    ro = folder / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    return [["compile", "--preset", "370m", "--emit", "mlir", "-o", "ro/out.mlir"]]
+
+
+def emit_mlir_order_file_a_folder(folder: Path) -> list[list[str]]:
+    (folder / "E.weights.json").mkdir()
+    return [["compile", "--preset", "tiny", "--emit", "mlir", "-o", "E.mlir"]]
+
+
+def compile_under_a_file(folder: Path) -> list[list[str]]:
+    (folder / "afile").write_text("a file, not a folder\n")
+    return [["compile", "--preset", "1.3b", "-o", "afile/art"]]
 
 
 def kill_then_compile(folder: Path) -> list[list[str]]:
@@ -158,12 +195,16 @@ def kill_then_compile(folder: Path) -> list[list[str]]:
     proc = subprocess.Popen([*MMFC, "compile", "--preset", "370m", "-o", "art"], cwd=folder, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
-    while not any(p.name.startswith(".art.mmfc-tmp-") for p in folder.iterdir()):
+
+    def temporary_folder() -> bool:  # not the probe file that checks the folder takes new entries
+        return any(p.name.startswith(".art.mmfc-tmp-") and p.is_dir() for p in folder.iterdir())
+
+    while not temporary_folder():
         assert proc.poll() is None and time.monotonic() < deadline, "the compile never created its folder"
         time.sleep(0.05)
     proc.kill()
     proc.wait()
-    assert any(p.name.startswith(".art.mmfc-tmp-") for p in folder.iterdir())  # what the kill left
+    assert temporary_folder()  # what the kill left
     return [["compile", "--preset", "tiny", "-o", "art"]]
 
 
@@ -218,6 +259,18 @@ def describes_the_artifact(folder: Path, results: list[Any], before: dict[str, A
     assert "kernels per layer: 4" in positional.stdout and "float masters" not in positional.stdout
     facts = json.loads(flag.stdout)["source"]
     assert facts["artifact"] == "art" and facts["target"] == "interp" and facts["kernels_per_layer"] == [4]
+
+
+def progress_shown(folder: Path, results: list[Any], before: dict[str, Any]) -> None:
+    """MMFC_PROGRESS=1 (a terminal shows them after a second): a bar per long step, on stderr only,
+    removed when the step ends; the command's report follows."""
+    result = results[0]
+    assert result.returncode == 0, result.stderr
+    assert "%|" not in result.stdout
+    for step in ("initialize weights", "quantize weights", "pack weights (2bit)", "run passes",
+                 "write weights.safetensors"):
+        assert f"{step}:" in result.stderr, (step, result.stderr)
+    assert result.stderr.splitlines()[-1].startswith("wrote art/")
 
 
 def o0_stats(folder: Path) -> list[list[str]]:
@@ -288,9 +341,21 @@ CASES: dict[str, Case] = {
     "scale-shape-1": Case(scale_of_one_element, same_tokens),
     # 2. a failed command touches no file
     "opt-into-a-folder": Case(opt_into_a_folder, refused_untouched("D.mlir", "is a directory")),
-    "import-into-a-folder": Case(import_into_a_folder, refused_untouched("SOMEDIR", "is a directory")),
+    "import-into-a-folder": Case(import_into_a_folder, refused_untouched("SOMEDIR", "is a directory"),
+                                 before_any_work=True),
+    "import-weights-into-a-folder": Case(import_weights_into_a_folder,
+                                         refused_untouched("H.weights.safetensors", "is a directory"),
+                                         before_any_work=True),
+    "opt-weights-into-a-folder": Case(opt_weights_into_a_folder,
+                                      refused_untouched("H.weights.safetensors", "is a directory")),
     "compile-into-a-missing-folder": Case(given("compile", "--preset", "1.3b", "-o", "MISSING/art"),
-                                          refused_untouched("MISSING/art", "does not exist")),
+                                          refused_untouched("MISSING/art", "does not exist"), before_any_work=True),
+    "compile-under-a-file": Case(compile_under_a_file, refused_untouched("afile/art", "afile is not a folder"),
+                                 before_any_work=True),
+    "emit-mlir-read-only": Case(emit_mlir_read_only, refused_untouched("out.mlir", "cannot write"),
+                                before_any_work=True),
+    "emit-mlir-order-file-a-folder": Case(emit_mlir_order_file_a_folder,
+                                          refused_untouched("E.weights.json", "is a directory"), before_any_work=True),
     "killed-compile-cleaned-up": Case(kill_then_compile, nothing_stale),
     "artifact-follows-the-umask": Case(under_umask, umask_modes),
     # 3. never a traceback
@@ -300,7 +365,7 @@ CASES: dict[str, Case] = {
     "init-seed-too-big": Case(given("generate", "--preset", "tiny", *PROMPT, "--init-seed", "99999999999999999999999"),
                               refused_untouched("--init-seed", "2**64")),
     "compile-non-utf8": Case(non_utf8, refused_untouched("bad.mlir", "UTF-8")),
-    "compile-read-only": Case(read_only, refused_untouched("cannot write")),
+    "compile-read-only": Case(read_only, refused_untouched("cannot write"), before_any_work=True),
     "compile-huge-block-n": Case(
         given("compile", "--preset", "tiny", "-o", "X", "-p",
               "fold-weight-quant,pack-weights,fuse-bitlinear{block-n=99999999999999999999}"),
@@ -309,6 +374,8 @@ CASES: dict[str, Case] = {
     "init-seed-used": Case(seeded_compile, the_seed_is_used),
     "info-of-an-artifact": Case(compile_and_info, describes_the_artifact),
     "o0-stats": Case(o0_stats, real_bytes_and_launches),
+    "progress-bars": Case(given("compile", "--preset", "tiny", "-o", "art"), progress_shown,
+                          env={"MMFC_PROGRESS": "1"}),
     "generate-an-mlir-file": Case(mlir_given_to_generate,
                                   refused_untouched("tiny.mlir", "must be compiled first", "mmfc compile tiny.mlir -o")),
     "artifact-without-config": Case(artifact_without_config,
@@ -319,19 +386,30 @@ CASES: dict[str, Case] = {
 }
 
 
+NO_TORCH = "no-torch"  # a folder under the cases' root holding a ``torch`` package that fails to import
+
+
 def _run_case(name: str, root: Path) -> tuple[Path, dict[str, Any], list[subprocess.CompletedProcess[str]]]:
     folder = root / name
     folder.mkdir()
-    argvs = CASES[name].setup(folder)
+    case = CASES[name]
+    argvs = case.setup(folder)
     before = snapshot(folder)
     umask = 0o027 if name == "artifact-follows-the-umask" else None
-    return folder, before, [run(argv, folder, umask=umask) for argv in argvs]
+    env = dict(case.env)
+    if case.before_any_work:  # the refusal must come before any work, so before torch is imported
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(root / NO_TORCH), os.environ.get("PYTHONPATH")) if p)
+    return folder, before, [run(argv, folder, umask=umask, env=env) for argv in argvs]
 
 
 @pytest.fixture(scope="module")
 def outcomes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """Every case run, three at a time (each mostly waits for its imports)."""
     root = tmp_path_factory.mktemp("hardening")
+    (root / NO_TORCH / "torch").mkdir(parents=True)
+    (root / NO_TORCH / "torch" / "__init__.py").write_text(
+        'raise ImportError("torch imported: the command started working before checking its outputs")\n'
+    )
     with ThreadPoolExecutor(max_workers=3) as pool:
         futures = {name: pool.submit(_run_case, name, root) for name in CASES}
         return {name: future.result() for name, future in futures.items()}
