@@ -56,6 +56,9 @@ def build_parser() -> ArgumentParser:
         mod = importlib.import_module(f"mmfc.commands.{module}")
         p = mod.add_parser(sub)
         p.set_defaults(_run=mod.run)
+    # the two-word commands' hidden names stay out of the list (argparse would print "==SUPPRESS==")
+    hidden = set(NESTED.values())
+    sub._choices_actions = [a for a in sub._choices_actions if a.dest not in hidden]
     return parser
 
 

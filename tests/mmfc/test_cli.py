@@ -85,8 +85,10 @@ def greedy_reference(model: HGRNBitForCausalLM, prompt: list[int], n: int, **kwa
 def test_help_lists_the_subcommands() -> None:
     proc = run_process(["--help"])
     assert proc.returncode == 0, proc.stderr
-    for name in ("info", "generate"):
+    for name in ("info", "generate", "sim"):
         assert name in proc.stdout
+    # `mmfc sim sweep` is parsed as a hidden subcommand: not listed, and never as argparse's marker
+    assert "sim-sweep" not in proc.stdout and "SUPPRESS" not in proc.stdout
 
 
 def test_building_the_parser_does_not_import_torch() -> None:
