@@ -120,30 +120,6 @@ def artifact_dir(out: str | Path) -> Iterator[Path]:
         raise ArtifactError(f"{out}: cannot write the artifact ({exc.strerror or exc})") from None
 
 
-def write_artifact(
-    out: str | Path,
-    module: ModuleOp,
-    store: WeightStore,
-    *,
-    target: str,
-    pipeline: str,
-    target_options: dict[str, Any] | None = None,
-    build: Build | None = None,
-    config: dict[str, Any] | None = None,
-    source_dir: Path | None = None,
-    stats: dict[str, Any] | None = None,
-) -> Path:
-    """Write the artifact folder ``out`` atomically (:func:`artifact_dir`); returns its path.
-    ``build``: the target's files (checksummed like the rest) and record; ``target_options``: the
-    compile-time options used."""
-    with artifact_dir(out) as tmp:
-        fill_artifact(
-            tmp, module, store, target=target, pipeline=pipeline, target_options=target_options,
-            build=build, config=config, source_dir=source_dir, stats=stats,
-        )
-    return Path(out)
-
-
 def fill_artifact(
     folder: Path,
     module: ModuleOp,
