@@ -176,6 +176,42 @@ def assert_generate_matches(actual_ids: Any, reference_ids: Any, reference_step_
     return rep.compared
 
 
+# ------------------------------------------------------------------------------ a model against PyTorch
+
+
+def left_padded_batch(rng: np.random.Generator, vocab: int, b: int, t: int) -> tuple[Any, Any]:
+    """Random token ids ``[b, t]`` and a left-padding attention mask (each row has 1 to t real
+    tokens; random ids under the padding, which the mask must neutralize), as int64 tensors."""
+    import torch
+
+    ids = torch.from_numpy(rng.integers(0, vocab, (b, t)))
+    lengths = rng.integers(1, t + 1, b)
+    mask = torch.from_numpy((np.arange(t)[None, :] >= (t - lengths)[:, None]).astype(np.int64))
+    return ids, mask
+
+
+def assert_matches_pytorch(compiled: Any, model: Any, ids: Any, attention_mask: Any = None, new_tokens: int = 4) -> None:
+    """A compiled model against the PyTorch model it came from, by the rule: prompt logits at the real
+    positions, the recurrent state after the prompt, teacher-forced argmax at the decisive steps
+    (a tiny model may have none), and ``new_tokens`` of free-running greedy ``generate``."""
+    import torch
+
+    b, t = ids.shape
+    mask = attention_mask if attention_mask is not None else torch.ones(b, t, dtype=torch.long)
+    out = compiled(ids, attention_mask=attention_mask)
+    ref = model(ids, attention_mask=attention_mask)
+    real = mask.bool()
+    assert_logits_close(out.logits[real], ref.logits[real])
+    for got, want in zip(out.state, ref.state, strict=True):
+        assert_logits_close(got, want, "state")
+    assert_teacher_forced(out.logits[real], ref.logits[real], min_steps=0)
+    got = compiled.generate(ids, attention_mask=attention_mask, max_new_tokens=new_tokens, eos_token_id=None)
+    want = model.generate(ids, attention_mask=attention_mask, max_new_tokens=new_tokens, eos_token_id=None)
+    full_mask = torch.cat([mask, torch.ones(b, new_tokens, dtype=torch.long)], dim=1)
+    step_logits = model(want, attention_mask=full_mask).logits[:, t - 1 : t + new_tokens - 1]
+    assert_generate_matches(got, want, step_logits, t)
+
+
 # ------------------------------------------------------------------------------ reference outputs
 
 #: the files of a reference folder (beside its checkpoint: config.json + model.safetensors)

@@ -31,7 +31,7 @@ from mmfc.compare import check_kernel_ops, first_kernel_difference
 from mmfc.dialects.dump import load_dump
 from mmfc.frontends.torch.modeling import init_random_
 from mmfc.models import HGRNBitConfig, HGRNBitForCausalLM
-from mmfc.testing import assert_generate_matches, assert_logits_close, assert_teacher_forced
+from mmfc.testing import assert_logits_close, assert_matches_pytorch, left_padded_batch
 
 FLOAT_RTOL = 1e-5
 NO_SHRINK = (Phase.explicit, Phase.reuse, Phase.generate)
@@ -56,20 +56,13 @@ def model_pair(index: int) -> tuple[HGRNBitForCausalLM, mmfc.CompiledModel]:
     return model, mmfc.compile(model, target="iree-cpu", pipeline=pipeline(fmt))
 
 
-def left_padded(rng: np.random.Generator, b: int, t: int) -> tuple[torch.Tensor, torch.Tensor]:
-    ids = torch.from_numpy(rng.integers(0, VOCAB, (b, t)))
-    lengths = rng.integers(1, t + 1, b)
-    mask = torch.from_numpy((np.arange(t)[None, :] >= (t - lengths)[:, None]).astype(np.int64))
-    return ids, mask
-
-
 @settings(max_examples=4, phases=NO_SHRINK)
 @given(index=st.sampled_from([0, 1]), seed=st.integers(0, 1000), b=st.integers(1, 3), t=st.integers(1, 7))
 def test_every_kernel_op_equals_the_semantics_on_its_own_inputs(index: int, seed: int, b: int, t: int) -> None:
     _, compiled = model_pair(index)
     d = MODELS[index][0]
     rng = np.random.default_rng(seed)
-    ids, mask = left_padded(rng, b, t)
+    ids, mask = left_padded_batch(rng, VOCAB, b, t)
     h = [rng.standard_normal((b, d)).astype(np.float32)] * 2
     checked = 0
     for entry, inputs in (("prefill", [ids.numpy(), mask.numpy(), *h]), ("decode_step", [ids.numpy()[:, -1], *h])):
@@ -109,20 +102,8 @@ def test_logits_state_and_greedy_tokens_match_pytorch(index: int, seed: int, b: 
     """By the flip-aware rule of mmfc.testing."""
     model, compiled = model_pair(index)
     rng = np.random.default_rng(seed + 1)
-    ids, mask = left_padded(rng, b, t)
-    out = compiled(ids, attention_mask=mask)
-    ref = model(ids, attention_mask=mask)
-    real = mask.bool()
-    assert_logits_close(out.logits[real], ref.logits[real])
-    for got, want in zip(out.state, ref.state):
-        assert_logits_close(got, want, "state")
-    assert_teacher_forced(out.logits[real], ref.logits[real], min_steps=0)
-    new = 4
-    got = compiled.generate(ids, attention_mask=mask, max_new_tokens=new, eos_token_id=None)
-    want = model.generate(ids, attention_mask=mask, max_new_tokens=new, eos_token_id=None)
-    full_mask = torch.cat([mask, torch.ones(b, new, dtype=torch.long)], dim=1)
-    step_logits = model(want, attention_mask=full_mask).logits[:, t - 1 : t + new - 1]
-    assert_generate_matches(got, want, step_logits, t)
+    ids, mask = left_padded_batch(rng, VOCAB, b, t)
+    assert_matches_pytorch(compiled, model, ids, mask)
 
 
 def test_sampling_is_seeded_like_pytorch() -> None:
@@ -147,7 +128,7 @@ def test_prefill_equals_step_by_step_decode() -> None:
 
 def test_left_padded_rows_equal_rows_run_alone() -> None:
     _, compiled = model_pair(1)
-    ids, mask = left_padded(np.random.default_rng(5), 3, 7)
+    ids, mask = left_padded_batch(np.random.default_rng(5), VOCAB, 3, 7)
     batched = compiled(ids, attention_mask=mask).logits
     for row in range(3):
         n = int(mask[row].sum())

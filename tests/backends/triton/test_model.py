@@ -29,7 +29,7 @@ from mmfc.compare import check_kernel_ops
 from mmfc.dialects.dump import load_dump
 from mmfc.frontends.torch.modeling import init_random_
 from mmfc.models import HGRNBitConfig, HGRNBitForCausalLM
-from mmfc.testing import assert_generate_matches, assert_logits_close, assert_teacher_forced
+from mmfc.testing import assert_logits_close, assert_matches_pytorch, left_padded_batch
 
 FLOAT_RTOL = 1e-5  # per-op float results: exp and reduction order differ from numpy by a few ulps
 # an example takes seconds in the interpreter: a failure is reported as drawn, without shrinking
@@ -55,13 +55,6 @@ def model_pair(
     return model, mmfc.compile(model, target="triton", pipeline=pipeline(fmt, block), accumulate=accumulate)
 
 
-def left_padded(rng: np.random.Generator, vocab: int, b: int, t: int) -> tuple[torch.Tensor, torch.Tensor]:
-    ids = torch.from_numpy(rng.integers(0, vocab, (b, t)))
-    lengths = rng.integers(1, t + 1, b)
-    mask = torch.from_numpy((np.arange(t)[None, :] >= (t - lengths)[:, None]).astype(np.int64))
-    return ids, mask
-
-
 @settings(max_examples=6, phases=NO_SHRINK)
 @given(
     d=st.sampled_from([13, 18, 22]),
@@ -78,7 +71,7 @@ def test_every_kernel_op_equals_the_semantics_on_its_own_inputs(
 ) -> None:
     _, compiled = model_pair(d, inter, 37, seed, fmt, block, accumulate)
     rng = np.random.default_rng(seed)
-    ids, mask = left_padded(rng, 37, b, t)
+    ids, mask = left_padded_batch(rng, 37, b, t)
     h = [np.zeros((b, d), np.float32)] * 2
     checked = 0
     for entry, inputs in (("prefill", [ids.numpy(), mask.numpy(), *h]), ("decode_step", [ids.numpy()[:, -1], *h])):
@@ -106,22 +99,10 @@ def test_logits_state_and_greedy_tokens_match_pytorch(
 ) -> None:
     model, compiled = model_pair(d, inter, 37, seed, fmt, 8, accumulate)
     rng = np.random.default_rng(seed + 1)
-    ids, mask = left_padded(rng, 37, b, t)
-    out = compiled(ids, attention_mask=mask)
-    ref = model(ids, attention_mask=mask)
-    real = mask.bool()
-    assert_logits_close(out.logits[real], ref.logits[real])
-    for got, want in zip(out.state, ref.state):
-        assert_logits_close(got, want, "state")
-    # argmax agreement at the decisive positions (a tiny model may have none: the reference fixture
+    ids, mask = left_padded_batch(rng, 37, b, t)
+    # teacher-forced argmax at the decisive positions: a tiny model may have none (the reference fixture
     # test checks at least 16)
-    assert_teacher_forced(out.logits[real], ref.logits[real], min_steps=0)
-    new = 4
-    got = compiled.generate(ids, attention_mask=mask, max_new_tokens=new, eos_token_id=None)
-    want = model.generate(ids, attention_mask=mask, max_new_tokens=new, eos_token_id=None)
-    full_mask = torch.cat([mask, torch.ones(b, new, dtype=torch.long)], dim=1)
-    step_logits = model(want, attention_mask=full_mask).logits[:, t - 1 : t + new - 1]
-    assert_generate_matches(got, want, step_logits, t)
+    assert_matches_pytorch(compiled, model, ids, mask)
 
 
 def test_prefill_equals_step_by_step_decode() -> None:
@@ -139,7 +120,7 @@ def test_prefill_equals_step_by_step_decode() -> None:
 def test_left_padded_rows_equal_rows_run_alone() -> None:
     _, compiled = model_pair(13, 21, 37, 5, "base3", 4)
     rng = np.random.default_rng(5)
-    ids, mask = left_padded(rng, 37, 3, 7)
+    ids, mask = left_padded_batch(rng, 37, 3, 7)
     batched = compiled(ids, attention_mask=mask).logits
     for row in range(3):
         n = int(mask[row].sum())
