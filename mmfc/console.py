@@ -26,12 +26,34 @@ import signal  # noqa: E402
 import sys  # noqa: E402
 
 
+#: where a KeyboardInterrupt must not be raised: inside an import, native code (torch's pybind11
+#: modules) runs Python code, and an exception that comes back into it aborts the whole process
+#: ("terminate called after throwing ... KeyboardInterrupt")
+_IMPORTING = "<frozen importlib"
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    """Ctrl-C: a KeyboardInterrupt where the main thread is, unless that is inside an import; then
+    the signal is sent again 10 ms later, until it lands where the exception unwinds cleanly."""
+    f = frame
+    while f is not None:
+        if f.f_code.co_filename.startswith(_IMPORTING):  # type: ignore[attr-defined]
+            import threading
+
+            timer = threading.Timer(0.01, os.kill, (os.getpid(), signal.SIGINT))
+            timer.daemon = True
+            timer.start()
+            return
+        f = f.f_back  # type: ignore[attr-defined]
+    raise KeyboardInterrupt
+
+
 def main() -> int:
     """The ``mmfc`` command: :func:`mmfc.cli.main` on ``sys.argv``."""
     try:
         from mmfc.cli import EXIT_INTERRUPTED, main as cli_main
     finally:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGINT, _interrupt)
     code = EXIT_INTERRUPTED if _held else cli_main()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the command is over: a late Ctrl-C changes nothing
     if _held:
