@@ -231,8 +231,21 @@ def _verify_elements(op: IRDLOperation) -> None:
         raise VerifyException(f"{op.name}: elements must be >= 0, got {elements}")
 
 
+class ElementsOp(InstructionOp):
+    """The shape shared by the instructions over ``elements`` values per row of the vector unit
+    (quantize, scan step, scan): an optional tile and body positions, the same syntax."""
+
+    elements = prop_def(IntegerAttr[I64])
+    tile = opt_prop_def(IntegerAttr[I64])
+    body = opt_prop_def(DenseArrayBase.constr(i64))
+    assembly_format = "`elements` $elements (`tile` $tile^)? (`body` $body^)? " + _AFTER
+
+    def verify_(self) -> None:
+        _verify_elements(self)
+
+
 @irdl_op_definition
-class QuantizeOp(InstructionOp):
+class QuantizeOp(ElementsOp):
     """Per-row int8 quantization on the vector unit: absmax, scale, round half away from zero, clamp.
 
     Syntax::
@@ -241,17 +254,10 @@ class QuantizeOp(InstructionOp):
     """
 
     name = "accel.quantize"
-    elements = prop_def(IntegerAttr[I64])
-    tile = opt_prop_def(IntegerAttr[I64])
-    body = opt_prop_def(DenseArrayBase.constr(i64))
-    assembly_format = "`elements` $elements (`tile` $tile^)? (`body` $body^)? " + _AFTER
-
-    def verify_(self) -> None:
-        _verify_elements(self)
 
 
 @irdl_op_definition
-class ScanStepOp(InstructionOp):
+class ScanStepOp(ElementsOp):
     """One step of the recurrence ``h = f * h + x`` over ``elements`` channels per row (decode).
 
     Syntax::
@@ -260,17 +266,10 @@ class ScanStepOp(InstructionOp):
     """
 
     name = "accel.scan_step"
-    elements = prop_def(IntegerAttr[I64])
-    tile = opt_prop_def(IntegerAttr[I64])
-    body = opt_prop_def(DenseArrayBase.constr(i64))
-    assembly_format = "`elements` $elements (`tile` $tile^)? (`body` $body^)? " + _AFTER
-
-    def verify_(self) -> None:
-        _verify_elements(self)
 
 
 @irdl_op_definition
-class ScanOp(InstructionOp):
+class ScanOp(ElementsOp):
     """The recurrence over every time step of the rows (prefill): dependent steps, one per token.
 
     Syntax::
@@ -279,13 +278,6 @@ class ScanOp(InstructionOp):
     """
 
     name = "accel.scan"
-    elements = prop_def(IntegerAttr[I64])
-    tile = opt_prop_def(IntegerAttr[I64])
-    body = opt_prop_def(DenseArrayBase.constr(i64))
-    assembly_format = "`elements` $elements (`tile` $tile^)? (`body` $body^)? " + _AFTER
-
-    def verify_(self) -> None:
-        _verify_elements(self)
 
 
 @irdl_op_definition
