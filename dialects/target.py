@@ -81,6 +81,19 @@ def parse_bool(value: Any) -> bool:
     raise ValueError(f"expected true or false, got {value!r}")
 
 
+def parse_choice(*choices: str) -> Callable[[Any], str]:
+    """A ``parse`` for an option that is one of ``choices`` (case and surrounding spaces ignored)."""
+    expected = f"{', '.join(choices[:-1])} or {choices[-1]}" if len(choices) > 1 else choices[0]
+
+    def parse(value: Any) -> str:
+        text = str(value).strip().lower()
+        if text not in choices:
+            raise ValueError(f"expected {expected}")
+        return text
+
+    return parse
+
+
 @dataclass(frozen=True)
 class Features:
     """What a target supports, for ``mmfc targets`` and the table in ``docs/targets.md``.
@@ -295,6 +308,7 @@ class Target(ABC):
 
 
 __all__ = [
+    "parse_choice",
     "Build",
     "Features",
     "InputError",

@@ -26,7 +26,7 @@ from typing import Any
 from xdsl.dialects.builtin import ModuleOp
 
 from mmfc.dialects.diagnostics import UserError
-from mmfc.dialects.target import Build, Features, Target, TargetOption
+from mmfc.dialects.target import Build, Features, Target, TargetOption, parse_choice
 from mmfc.dialects.weights import WeightStore
 
 VMFB_FILE = "model.vmfb"
@@ -36,11 +36,7 @@ CONSTANTS_FILE = "constants.safetensors"
 PLAN_FORMAT = 1
 
 
-def _driver(value: Any) -> str:
-    text = str(value).strip().lower()
-    if text not in ("local-task", "local-sync"):
-        raise ValueError("expected local-task or local-sync")
-    return text
+_driver = parse_choice("local-task", "local-sync")
 
 
 class IreeCpuTarget(Target):

@@ -20,22 +20,12 @@ from typing import Any
 
 from xdsl.dialects.builtin import ModuleOp
 
-from mmfc.dialects.target import Build, Features, Target, TargetOption, parse_bool
+from mmfc.dialects.target import Build, Features, Target, TargetOption, parse_bool, parse_choice
 from mmfc.dialects.weights import WeightStore
 
 
-def _device(value: Any) -> str:
-    text = str(value).strip().lower()
-    if text not in ("auto", "cuda", "interpret"):
-        raise ValueError("expected auto, cuda or interpret")
-    return text
-
-
-def _accumulate(value: Any) -> str:
-    text = str(value).strip().lower()
-    if text not in ("auto", "add", "dot"):
-        raise ValueError("expected auto, add or dot")
-    return text
+_device = parse_choice("auto", "cuda", "interpret")
+_accumulate = parse_choice("auto", "add", "dot")
 
 
 def _count(value: Any) -> int:
