@@ -56,7 +56,12 @@ class Space:
         held = self.block if self.axis is not None and self.block is not None else self.static
         if held is None:
             raise UserError(f"a feature dim of dynamic size must be split by a grid axis (space {self.name})")
-        return 1 << max(0, (held - 1).bit_length())
+        return next_pow2(held)
+
+
+def next_pow2(n: int) -> int:
+    """The least power of two >= ``n`` (1 for n <= 1): Triton's block sizes."""
+    return 1 << max(0, (max(n, 1) - 1).bit_length())
 
 
 def rank(v: SSAValue) -> int:
@@ -211,4 +216,4 @@ def _union_op(uf: T.UnionFind[Node], op: Operation) -> None:
                     first[label] = node
 
 
-__all__ = ["KernelSpaces", "Space", "analyze"]
+__all__ = ["KernelSpaces", "Space", "analyze", "next_pow2"]

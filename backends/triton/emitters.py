@@ -21,7 +21,7 @@ from xdsl.ir import Operation, SSAValue
 from mmfc.dialects import ternary as T
 from mmfc.dialects.diagnostics import UserError
 from mmfc.dialects.numerics import ACT_QMAX, ACT_SCALE_FLOOR, PACK_FORMATS, packed_row_bytes
-from mmfc.backends.triton.analysis import Space
+from mmfc.backends.triton.analysis import Space, next_pow2
 from mmfc.backends.triton.kernelgen import CONST, INDENT, ROWS, Emitter
 
 #: Source shared by every generated module (after ``import triton`` / ``import triton.language as tl``).
@@ -246,14 +246,10 @@ def _gemv_words(k_space: Space, n_space: Space, fmt: str, row_bytes: int, activa
     if fmt != "2bit" or row_bytes % 4 or activations != "reg" or k_space.axis is not None:
         return 0
     words = row_bytes // 4
-    wp = _pow2(words)
+    wp = next_pow2(words)
     if wp * 16 != k_space.pow2_block or n_space.pow2_block * wp > GEMV_MAX_WORDS:
         return 0
     return words
-
-
-def _pow2(n: int) -> int:
-    return 1 << max(0, (n - 1).bit_length())
 
 
 def _emit_gemv(e: Emitter, op: T.AccumOp, acc: str, k_space: Space, n_space: Space, operand: int, words: int, slot: str) -> None:
@@ -267,7 +263,7 @@ def _emit_gemv(e: Emitter, op: T.AccumOp, acc: str, k_space: Space, n_space: Spa
     of the four bytes of word ``w``. The device holds a ``2bit`` code as the trit + 1 (0, 1, 2), so
     ``(word >> 2d) & 0x03030303`` is four codes in four bytes, and one ``dp4a`` adds their four
     products with ``Q_d``: sum(q * trit) = sum(q * code) - sum(q), exactly, in int32."""
-    bn, wp = n_space.pow2_block, _pow2(words)
+    bn, wp = n_space.pow2_block, next_pow2(words)
     tile = e.fresh("wt")
     lanes = f"tl.arange(0, {wp})"
     mask = f"{e.mask(n_space)}[:, None]" + (f" & ({lanes} < {words})[None, :]" if wp != words else "")

@@ -31,6 +31,7 @@ from xdsl.dialects.builtin import ModuleOp
 
 from mmfc.dialects.diagnostics import UserError
 from mmfc.dialects.target import Runner
+from mmfc.backends.triton.analysis import next_pow2
 from mmfc.dialects.weights import WeightStore
 
 KERNELS_FILE = "kernels.py"
@@ -126,10 +127,6 @@ GEMV_MAX_ROWS = 8
 
 #: programs a launch over many rows aims at (several per multiprocessor of a large GPU)
 TARGET_PROGRAMS = 1024
-
-
-def _pow2(n: int) -> int:
-    return 1 << max(0, (max(n, 1) - 1).bit_length())
 
 
 @dataclass
@@ -383,7 +380,7 @@ class TritonRunner(Runner):
         whole weight row of a decode step's program in one or a few steps). The target's
         ``accumulate`` option forces additions or dots."""
         widest = int(step["max_block"])
-        pow2 = _pow2(rows)
+        pow2 = next_pow2(rows)
         if step.get("gemv") and self.gemv and rows <= GEMV_MAX_ROWS and self.accumulate != "dot":
             schedule = {"BLOCK_ROWS": 1, "CHUNK": 16, "USE_DOT": False, "GEMV": True, "DP4A": self.dp4a}
             if not self.interpret:
@@ -392,7 +389,7 @@ class TritonRunner(Runner):
         fixed = {"GEMV": False, "DP4A": False}
         if self.interpret:  # numpy operations: the fewer and larger, the faster
             use_dot = self.accumulate != "add"
-            chunk = max(16, _pow2(max(step["accum_k"] or [16]))) if use_dot else 64
+            chunk = max(16, next_pow2(max(step["accum_k"] or [16]))) if use_dot else 64
             return {"BLOCK_ROWS": min(pow2, 128 if use_dot else 8), "CHUNK": chunk, "USE_DOT": use_dot, **fixed}
         block_rows = max(1, min(pow2, 16384 // widest, 64))
         use_dot = block_rows >= 16 if self.accumulate == "auto" else self.accumulate == "dot"
@@ -401,7 +398,7 @@ class TritonRunner(Runner):
         # additions: a [rows, block_n, chunk] tile of partial sums in registers
         chunk = 32 if use_dot else max(16, min(256, 4096 // max(1, block_rows * min(widest, 16))))
         warps = 4 if widest <= 1024 else (8 if widest <= 4096 else 16)
-        return {"BLOCK_ROWS": block_rows, "CHUNK": _pow2(chunk), "USE_DOT": use_dot, "num_warps": warps, **fixed}
+        return {"BLOCK_ROWS": block_rows, "CHUNK": next_pow2(chunk), "USE_DOT": use_dot, "num_warps": warps, **fixed}
 
     # ------------------------------------------------------------------------------ decode workspace
 
